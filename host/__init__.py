@@ -1,0 +1,28 @@
+"""Host side of spusim: the client of an SPU daemon, and thermodynamic linear algebra on it.
+
+    from host import Device, linalg
+    with Device.spawn() as device:
+        result = linalg.solve(device, A, b)
+
+Imports only protocol/ and timing/; it reaches the device over the wire, never by import.
+"""
+
+from host import linalg
+from host.client import Device, Readout
+from host.errors import (
+    DaemonStartError,
+    DeviceBusy,
+    DeviceError,
+    DeviceInternalError,
+    DeviceRestarted,
+    DeviceStateError,
+    DeviceTimeout,
+    InvalidRequest,
+    MatrixRejected,
+)
+
+__all__ = [
+    "DaemonStartError", "Device", "DeviceBusy", "DeviceError", "DeviceInternalError",
+    "DeviceRestarted", "DeviceStateError", "DeviceTimeout", "InvalidRequest", "MatrixRejected",
+    "Readout", "linalg",
+]

@@ -1,0 +1,116 @@
+"""Start and stop a private device daemon as a subprocess (``python -m device serve``).
+
+The host never imports the device package: it launches it as a separate process, exactly as it
+would a real device's driver service, and talks to it over the wire.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from host.errors import DaemonStartError
+
+READY_PREFIX = "READY "
+
+
+def daemon_command(bind: str = "tcp://127.0.0.1:0", **config: Any) -> list[str]:
+    """The command line of ``python -m device serve`` with ``config`` as flags.
+
+    ``kappa0=0.1`` becomes ``--kappa0 0.1``; ``allow_remote=True`` becomes ``--allow-remote``.
+    """
+    command = [sys.executable, "-m", "device", "serve", "--bind", bind]
+    for key, value in config.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            command.append(flag)
+        elif value is not False and value is not None:
+            command += [flag, str(value)]
+    return command
+
+
+class DaemonProcess:
+    """A running daemon subprocess: its endpoint, its log file, and a clean stop."""
+
+    def __init__(self, process: subprocess.Popen[str], endpoint: str, log_path: Path) -> None:
+        self.process = process
+        self.endpoint = endpoint
+        self.log_path = log_path
+
+    @classmethod
+    def start(cls, start_timeout: float = 120.0, **config: Any) -> DaemonProcess:
+        """Launch a daemon on a free loopback port; returns once it printed ``READY``.
+
+        ``start_timeout`` (s) covers numba compilation on a cold cache. The daemon's stderr goes
+        to a log file (``log_path``), deleted after a clean stop.
+        """
+        log_file = tempfile.NamedTemporaryFile(prefix="spusim-daemon-", suffix=".log",
+                                               delete=False)
+        log_path = Path(log_file.name)
+        process = subprocess.Popen(
+            daemon_command(**config), stdout=subprocess.PIPE, stderr=log_file, text=True,
+            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        log_file.close()
+        try:
+            endpoint = _await_ready(process, start_timeout)
+        except DaemonStartError as error:
+            _terminate(process, 5.0)
+            error.message += f"\n--- daemon log ({log_path}) ---\n{_tail(log_path)}"
+            error.args = (error.message,)
+            raise
+        return cls(process, endpoint, log_path)
+
+    def stop(self, timeout: float = 5.0) -> int:
+        """SIGTERM, wait up to ``timeout`` s, then SIGKILL. Returns the exit code."""
+        code = _terminate(self.process, timeout)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        if code == 0:
+            self.log_path.unlink(missing_ok=True)
+        return code
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines of the daemon's log."""
+        return _tail(self.log_path, lines)
+
+
+def _await_ready(process: subprocess.Popen[str], timeout: float) -> str:
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        while (remaining := deadline - time.monotonic()) > 0:
+            if not selector.select(remaining):
+                continue
+            line = process.stdout.readline()
+            if line.startswith(READY_PREFIX):
+                return line[len(READY_PREFIX):].strip()
+            if not line:  # stdout closed: the daemon exited
+                code = process.wait()
+                raise DaemonStartError("DAEMON_START", f"the daemon exited with code {code} "
+                                       "before it was ready")
+    raise DaemonStartError("DAEMON_START", f"the daemon was not ready within {timeout:.0f} s")
+
+
+def _terminate(process: subprocess.Popen[str], timeout: float) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return process.wait()
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

@@ -1,0 +1,109 @@
+"""The operations of protocol 1.x: their arguments, input arrays and whether a retry is safe.
+
+Both sides use these specs: the daemon validates every request against them, the host library
+uses ``idempotent`` to decide whether a timed-out call may be sent again (Lazy Pirate). The
+meaning of each op is specified in docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from protocol.errors import ErrorCode, ProtocolError
+
+INTEGRATORS = ("exact", "euler_maruyama")
+_REQUIRED = object()
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One named argument: its check, the wording of that check, and its default."""
+
+    name: str
+    check: Callable[[Any], bool]
+    expects: str
+    default: Any = _REQUIRED
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """An operation: its arguments, the arrays it takes, and whether repeating it is harmless."""
+
+    name: str
+    idempotent: bool
+    args: tuple[Arg, ...] = ()
+    arrays: tuple[str, ...] = ()
+
+    def validate(self, args: Mapping[str, Any], arrays: Mapping[str, Any]) -> dict[str, Any]:
+        """Arguments with defaults filled in; raises ``BAD_ARGUMENT`` for anything amiss."""
+        known = {arg.name for arg in self.args}
+        unknown = sorted(set(args) - known)
+        if unknown:
+            raise ProtocolError(ErrorCode.BAD_ARGUMENT,
+                                f"{self.name}: unknown argument(s) {unknown}; accepted: "
+                                f"{sorted(known)}", op=self.name, unknown=unknown)
+        if sorted(arrays) != sorted(self.arrays):
+            raise ProtocolError(ErrorCode.BAD_ARGUMENT,
+                                f"{self.name}: takes arrays {list(self.arrays)}, got "
+                                f"{sorted(arrays)}", op=self.name, expected=list(self.arrays))
+        values = {}
+        for arg in self.args:
+            if arg.name not in args:
+                if arg.default is _REQUIRED:
+                    raise ProtocolError(ErrorCode.BAD_ARGUMENT,
+                                        f"{self.name}: missing argument {arg.name!r} "
+                                        f"({arg.expects})", op=self.name, argument=arg.name)
+                values[arg.name] = arg.default
+            elif not arg.check(args[arg.name]):
+                raise ProtocolError(ErrorCode.BAD_ARGUMENT,
+                                    f"{self.name}: argument {arg.name!r} must be {arg.expects}, "
+                                    f"got {args[arg.name]!r}", op=self.name, argument=arg.name)
+            else:
+                values[arg.name] = args[arg.name]
+        return values
+
+
+def _flag(name: str, default: bool) -> Arg:
+    return Arg(name, lambda v: isinstance(v, bool), "true or false", default)
+
+
+OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
+    OpSpec("hello", idempotent=True),
+    OpSpec("ping", idempotent=True),
+    OpSpec("status", idempotent=True),
+    OpSpec("program", idempotent=True, arrays=("A",), args=(
+        _flag("reset_state", False),
+        Arg("integrator", lambda v: v is None or v in INTEGRATORS,
+            f"null or one of {list(INTEGRATORS)}", None),
+    )),
+    OpSpec("set_bias", idempotent=True, arrays=("b",)),
+    OpSpec("set_state", idempotent=True, arrays=("x",)),
+    OpSpec("run", idempotent=False, args=(
+        Arg("duration_ns", lambda v: _is_int(v) and 0 < v < 2**62,
+            "a positive integer number of nanoseconds"),
+        _flag("record", True),
+        _flag("second_moments", False),
+        _flag("clear", False),
+        Arg("seed", lambda v: v is None or (_is_int(v) and 0 <= v < 2**63),
+            "null or a non-negative 63-bit integer", None),
+    )),
+    OpSpec("read", idempotent=False, args=(_flag("second_moments", False), _flag("clear", True))),
+    OpSpec("reset", idempotent=True),
+    OpSpec("shutdown", idempotent=True),
+)}
+
+
+def spec_for(op: str) -> OpSpec:
+    """The spec of ``op``; raises ``UNKNOWN_OP`` naming the ops that exist."""
+    try:
+        return OPS[op]
+    except KeyError:
+        raise ProtocolError(ErrorCode.UNKNOWN_OP,
+                            f"unknown op {op!r}; this daemon knows {sorted(OPS)}",
+                            op=op, known=sorted(OPS)) from None

@@ -1,0 +1,8 @@
+"""Timing model: simulated time of every device phase, never read from a wall clock.
+
+A pure leaf: imported by device/ (to advance the device clock) and host/ (to predict it).
+"""
+
+from timing.model import LinkModel, Phase, SimClock, TimingModel
+
+__all__ = ["LinkModel", "Phase", "SimClock", "TimingModel"]
