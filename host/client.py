@@ -74,6 +74,7 @@ class Device:
         self._n = 0
         self._integrator: str | None = None
         self._ready = False  # the programmed matrix passed a run's checks
+        self._phase_ns: dict[str, int] = {}
 
     @classmethod
     def connect(cls, endpoint: str, *, timeout: float = 10.0, retries: int = 2) -> Device:
@@ -140,6 +141,11 @@ class Device:
     def sim_time_ns(self) -> int:
         """The device's simulated clock as of the last reply, ns."""
         return self._sim_time_ns
+
+    @property
+    def phase_ns(self) -> dict[str, int]:
+        """Simulated device time spent per phase (transfer_in, analog, ...) by this client, ns."""
+        return dict(self._phase_ns)
 
     @property
     def tau_ns(self) -> int:
@@ -248,6 +254,8 @@ class Device:
         reply = self._transport.call(op, args, arrays, timeout=self.timeout + extra_timeout,
                                      retries=retries)
         self._sim_time_ns = int(reply.device.get("sim_time_ns", self._sim_time_ns))
+        for phase, ns in reply.result.get("timing", {}).items():
+            self._phase_ns[phase] = self._phase_ns.get(phase, 0) + int(ns)
         boot_id = reply.device.get("boot_id")
         if self._boot_id is not None and boot_id != self._boot_id:
             self._boot_id = boot_id

@@ -1,0 +1,115 @@
+"""Kernel throughput: cell-steps per second (N x steps / wall s) of the device's two integrators,
+as a ratio to a numpy BLAS matvec loop (``np.dot(A, x, out=y)`` in Python; N x matvecs / s).
+
+The kernels are called directly, the way :class:`device.spu.EmulatedSPU` calls them: canonical
+C-contiguous float64 inputs, a ``numpy.random.Generator``, ``record=True`` (first moments only,
+the default of a ``run``), many steps per call, after a warm-up call. Each (N, thread count)
+cell alternates the three workloads so drift hits them alike.
+
+One exact-integrator step covers a whole ADC sample interval and does 2 matvecs (phi x and
+F z); one Euler-Maruyama step does 1 matvec and covers em_step_ns (at the defaults, 0.1 tau =
+one sample interval, so both take 1 step per sample).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import scipy.linalg  # noqa: F401  (loads scipy's OpenBLAS, which numba's np.dot uses)
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from _common import ForeignLoad, Row, Work, base_parser, interleaved_rates, median, print_table
+from device import kernels
+from device.config import DeviceConfig
+from device.transition import exact_transition
+
+SIZES = (64, 256, 1024)
+THREADS = (1, 2)
+TARGET_N, TARGET = 1024, 0.5
+
+
+def _problem(n: int, config: DeviceConfig) -> dict[str, object]:
+    """An SPD A (eigenvalues about 1..5), a bias, and both integrators' inputs at ``config``."""
+    rng = np.random.default_rng(n)
+    m = rng.standard_normal((n, n))
+    A = np.ascontiguousarray(m @ m.T / n + np.eye(n))
+    b = rng.standard_normal(n)
+    lam, V = np.linalg.eigh(A)
+    t = exact_transition(lam, V, config.kappa0, config.sample_interval_ns / config.tau_ns)
+    return {"A": A, "b": b, "phi": t.phi, "noise_factor": t.noise_factor,
+            "drive": np.ascontiguousarray(t.drive_operator @ b),
+            "x": np.linalg.solve(A, b)}  # start at the mean: no transient
+
+
+def _workloads(n: int, config: DeviceConfig) -> tuple[dict[str, Work], dict[str, int]]:
+    """The three workloads at size ``n`` (each ``work(count)``) and the steps per count unit."""
+    p = _problem(n, config)
+    A, b, phi, noise_factor, drive = p["A"], p["b"], p["phi"], p["noise_factor"], p["drive"]
+    h = config.em_step_ns / config.tau_ns
+    noise_scale = float(np.sqrt(2.0 * config.kappa0 * h))
+    steps_per_sample = config.sample_interval_ns // config.em_step_ns
+    rng = np.random.default_rng(0)
+    x_em, x_ou, x_ref = p["x"].copy(), p["x"].copy(), p["x"].copy()
+    y = np.empty(n)
+    sum_em, sum_ou, no_second = np.zeros(n), np.zeros(n), np.zeros((0, 0))
+
+    def matvec(count: int) -> None:
+        dot = np.dot
+        for _ in range(count):
+            dot(A, x_ref, out=y)
+
+    def euler_maruyama(count: int) -> None:  # count = sample intervals
+        assert kernels.euler_maruyama_run(A, b, x_em, h, noise_scale, count, steps_per_sample,
+                                          rng, True, False, sum_em, no_second)
+
+    def exact(count: int) -> None:  # count = steps = sample intervals
+        assert kernels.exact_ou_run(phi, drive, noise_factor, x_ou, count, rng, True, False,
+                                    sum_ou, no_second)
+
+    works = {"matvec": matvec, "euler_maruyama": euler_maruyama, "exact": exact}
+    steps_per_unit = {"matvec": 1, "euler_maruyama": steps_per_sample, "exact": 1}
+    return works, steps_per_unit
+
+
+def _blas_threads() -> list[int]:
+    return sorted({info["num_threads"] for info in threadpool_info()
+                   if info["user_api"] == "blas"})
+
+
+def measure(reps: int = 5, min_seconds: float = 0.2, sizes=SIZES, threads=THREADS) -> list[Row]:
+    config = DeviceConfig()
+    kernels.warm_up()  # compile or load from numba's cache
+    rows = []
+    for count in threads:
+        with threadpool_limits(limits=count, user_api="blas"):
+            assert _blas_threads() == [count], threadpool_info()
+            for n in sizes:
+                works, steps = _workloads(n, config)
+                with ForeignLoad() as load:
+                    rates = interleaved_rates(works, reps=reps, min_seconds=min_seconds)
+                cell_steps = {name: median(r) * steps[name] * n for name, r in rates.items()}
+                for name in ("euler_maruyama", "exact"):
+                    target = TARGET if n == TARGET_N else None
+                    rows.append(Row("kernel", f"{name} N={n} blas={count}", cell_steps[name],
+                                    cell_steps["matvec"], "cell-steps/s",
+                                    target=target, foreign_cores=load.cores,
+                                    steal_cores=load.steal))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = base_parser(__doc__.split("\n\n")[0])
+    parser.add_argument("--reps", type=int, default=5, help="repetitions per workload")
+    parser.add_argument("--min-seconds", type=float, default=0.2,
+                        help="least wall time of one repetition")
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), metavar="N")
+    parser.add_argument("--threads", type=int, nargs="+", default=list(THREADS),
+                        help="BLAS thread counts (threadpoolctl: numpy's and scipy's OpenBLAS)")
+    args = parser.parse_args(argv)
+    print_table(measure(args.reps, args.min_seconds, args.sizes, args.threads))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

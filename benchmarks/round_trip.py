@@ -1,0 +1,67 @@
+"""Daemon round trip: ``Device.ping()`` against a daemon from ``Device.spawn()``, as a ratio to a
+raw pyzmq DEALER/ROUTER ping-pong (8-byte payload, echo ROUTER in a subprocess, tcp loopback).
+
+Both peers run side by side; blocks of round trips alternate between them so drift hits both
+alike. Every round trip is timed alone (perf_counter_ns around the call); the table gives the
+median and the 99th percentile of each, and their ratio product / raw (lower is better).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import zmq
+
+from _common import (
+    ForeignLoad,
+    RawServer,
+    Row,
+    base_parser,
+    interleaved_samples,
+    median,
+    percentile,
+    print_table,
+)
+from host import Device
+
+TARGET = 2.0  # round trip <= 2x raw pyzmq
+
+
+def measure(blocks: int = 20, per_block: int = 500, warmup: int = 500) -> list[Row]:
+    context = zmq.Context.instance()
+    with RawServer("echo") as server, Device.spawn() as device:
+        dealer = context.socket(zmq.DEALER)
+        dealer.linger = 0
+        dealer.connect(server.endpoint)
+        payload = b"8 bytes!"
+
+        def raw() -> None:
+            dealer.send(payload)
+            dealer.recv()
+
+        try:
+            with ForeignLoad([server.pid, device.process.process.pid]) as load:
+                samples = interleaved_samples({"raw": raw, "ping": device.ping},
+                                              blocks=blocks, per_block=per_block, warmup=warmup)
+        finally:
+            dealer.close()
+    rows = []
+    for label, statistic in (("median", median), ("p99", lambda v: percentile(v, 99))):
+        rows.append(Row("round trip", f"Device.ping {label}", statistic(samples["ping"]),
+                        statistic(samples["raw"]), "s", target=TARGET, time=True,
+                        foreign_cores=load.cores, steal_cores=load.steal))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = base_parser(__doc__.split("\n\n")[0])
+    parser.add_argument("--blocks", type=int, default=20, help="alternating blocks per peer")
+    parser.add_argument("--per-block", type=int, default=500, help="round trips per block")
+    parser.add_argument("--warmup", type=int, default=500, help="untimed round trips per peer")
+    args = parser.parse_args(argv)
+    print_table(measure(args.blocks, args.per_block, args.warmup))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
