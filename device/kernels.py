@@ -20,23 +20,21 @@ _TILE = 64
 
 
 @njit(cache=True, nogil=True)
-def _record(x, sum_x, sum_xx, second_moments):
-    """Add one ADC sample to the running sums (upper triangle only for the second moments)."""
+def _sample(x, record, second_moments, sum_x, sum_xx):
+    """The ADC takes one sample of x: False if it is not finite (the run diverged), else add it
+    to the running sums when recording (upper triangle only for the second moments)."""
     n = x.size
     for i in range(n):
-        sum_x[i] += x[i]
-    if second_moments:
-        for i in range(n):
-            xi = x[i]
-            for j in range(i, n):
-                sum_xx[i, j] += xi * x[j]
-
-
-@njit(cache=True, nogil=True)
-def _all_finite(x):
-    for i in range(x.size):
         if not np.isfinite(x[i]):
             return False
+    if record:
+        for i in range(n):
+            sum_x[i] += x[i]
+        if second_moments:
+            for i in range(n):
+                xi = x[i]
+                for j in range(i, n):
+                    sum_xx[i, j] += xi * x[j]
     return True
 
 
@@ -57,10 +55,8 @@ def euler_maruyama_run(A, b, x, h, noise_scale, n_samples, steps_per_sample, rng
             np.dot(A, x, ax)
             for i in range(n):
                 x[i] += h * (b[i] - ax[i]) + noise_scale * rng.standard_normal()
-        if not _all_finite(x):
+        if not _sample(x, record, second_moments, sum_x, sum_xx):
             return False
-        if record:
-            _record(x, sum_x, sum_xx, second_moments)
     return True
 
 
@@ -84,10 +80,8 @@ def exact_ou_run(phi, drive, noise_factor, x, n_samples, rng,
         np.dot(noise_factor, z, noise)
         for i in range(n):
             x[i] = phi_x[i] + drive[i] + noise[i]
-        if not _all_finite(x):
+        if not _sample(x, record, second_moments, sum_x, sum_xx):
             return False
-        if record:
-            _record(x, sum_x, sum_xx, second_moments)
     return True
 
 

@@ -23,16 +23,15 @@ Progress = Callable[[int, int], None]  # called with (blocks done, blocks in all
 
 
 @dataclass(frozen=True)
-class SolveResult:
-    """x: (N,) estimate of A^-1 b. standard_error: (N,) per component.
+class Estimate:
+    """What every estimate reports besides its value.
 
-    error_estimate: the norm of ``standard_error``, the expected size of ||x - A^-1 b||.
-    samples: ADC samples averaged. device_time_ns: simulated device time the solve took
-    (uploads, burn-in, sampling, reads), split by phase in ``phase_ns``.
-    sim_time_ns: the device clock at the end.
+    standard_error: per entry, from the spread of the block averages. error_estimate: its norm,
+    the expected size of the estimate's error. samples: ADC samples averaged, in ``blocks``
+    blocks. device_time_ns: simulated device time it took (uploads, burn-in, sampling, reads),
+    split by phase in ``phase_ns``. sim_time_ns: the device clock at the end.
     """
 
-    x: np.ndarray
     standard_error: np.ndarray
     error_estimate: float
     samples: int
@@ -43,20 +42,17 @@ class SolveResult:
 
 
 @dataclass(frozen=True)
-class InverseResult:
-    """inverse: (N, N) estimate of A^-1. standard_error: (N, N) per entry.
+class SolveResult(Estimate):
+    """x: (N,) estimate of A^-1 b; standard_error (N,)."""
 
-    error_estimate: the Frobenius norm of ``standard_error``. Other fields as in SolveResult.
-    """
+    x: np.ndarray
+
+
+@dataclass(frozen=True)
+class InverseResult(Estimate):
+    """inverse: (N, N) estimate of A^-1; standard_error (N, N)."""
 
     inverse: np.ndarray
-    standard_error: np.ndarray
-    error_estimate: float
-    samples: int
-    blocks: int
-    device_time_ns: int
-    phase_ns: dict[str, int]
-    sim_time_ns: int
 
 
 def solve(device: Device, A: Any, b: Any, *, t_burn: float = 50.0, t_sample: float = 500.0,
@@ -69,15 +65,10 @@ def solve(device: Device, A: Any, b: Any, *, t_burn: float = 50.0, t_sample: flo
     integrator: "exact" or "euler_maruyama" (default: the daemon's).
     """
     A, b = as_float64(A, "A", 2), as_float64(b, "b", 1)
-    _check_schedule(t_burn, t_sample, blocks)
-    start = _Start(device)
-    seed = _equilibrate(device, A, b, t_burn, x0, seed, integrator)
-    reads = _sample_blocks(device, t_sample, blocks, seed, second_moments=False,
-                           progress=progress)
-    x, error = _batch_mean(np.array([r.mean for r in reads]))
+    x, error, costs = _sample_statistic(device, A, b, x0, seed, integrator, t_burn, t_sample,
+                                        blocks, progress, second_moments=False)
     return SolveResult(x=x, standard_error=error, error_estimate=float(np.linalg.norm(error)),
-                       samples=sum(r.samples for r in reads), blocks=blocks,
-                       **start.elapsed(device))
+                       **costs)
 
 
 def inv(device: Device, A: Any, *, t_burn: float = 50.0, t_sample: float = 2000.0,
@@ -89,19 +80,31 @@ def inv(device: Device, A: Any, *, t_burn: float = 50.0, t_sample: float = 2000.
     averaged second moment, divided by the device's kappa0. Arguments as in :func:`solve`.
     """
     A = as_float64(A, "A", 2)
-    _check_schedule(t_burn, t_sample, blocks)
     kappa0 = float(device.config["kappa0"])
     if kappa0 <= 0:
         raise ValueError("inv needs thermal noise: this device runs with kappa0 = 0")
+    moment, error, costs = _sample_statistic(device, A, np.zeros(A.shape[0]), None, seed,
+                                             integrator, t_burn, t_sample, blocks, progress,
+                                             second_moments=True)
+    return InverseResult(inverse=moment / kappa0, standard_error=error / kappa0,
+                         error_estimate=float(np.linalg.norm(error)) / kappa0, **costs)
+
+
+def _sample_statistic(device: Device, A: np.ndarray, b: np.ndarray, x0: Any, seed: int | None,
+                      integrator: str | None, t_burn: float, t_sample: float, blocks: int,
+                      progress: Progress | None, *, second_moments: bool,
+                      ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Equilibrate, sample in blocks; the block-averaged mean (or second moment), its standard
+    error, and what it cost (samples, blocks, device time)."""
+    _check_schedule(t_burn, t_sample, blocks)
     start = _Start(device)
-    seed = _equilibrate(device, A, np.zeros(A.shape[0]), t_burn, None, seed, integrator)
-    reads = _sample_blocks(device, t_sample, blocks, seed, second_moments=True,
+    seed = _equilibrate(device, A, b, t_burn, x0, seed, integrator)
+    reads = _sample_blocks(device, t_sample, blocks, seed, second_moments=second_moments,
                            progress=progress)
-    inverse, error = _batch_mean(np.array([r.second_moment for r in reads]) / kappa0)
-    return InverseResult(inverse=inverse, standard_error=error,
-                         error_estimate=float(np.linalg.norm(error)),
-                         samples=sum(r.samples for r in reads), blocks=blocks,
-                         **start.elapsed(device))
+    values = np.array([r.second_moment if second_moments else r.mean for r in reads])
+    error = values.std(axis=0, ddof=1) / np.sqrt(blocks)
+    costs = {"samples": sum(r.samples for r in reads), "blocks": blocks, **start.elapsed(device)}
+    return values.mean(axis=0), error, costs
 
 
 class _Start:
@@ -151,8 +154,3 @@ def _check_schedule(t_burn: float, t_sample: float, blocks: int) -> None:
         raise ValueError(f"t_sample must be > 0, got {t_sample}")
     if blocks < 2:
         raise ValueError(f"blocks must be >= 2 for a standard error, got {blocks}")
-
-
-def _batch_mean(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean over the first axis and its standard error from the spread of the blocks."""
-    return values.mean(axis=0), values.std(axis=0, ddof=1) / np.sqrt(values.shape[0])

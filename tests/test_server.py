@@ -162,3 +162,10 @@ def test_calls_time_out_and_only_idempotent_ones_are_retried() -> None:
             device.run(100)
         assert run.value.details["attempts"] == 1  # a run is never sent twice
         transport.close()
+
+
+def test_a_bad_schedule_is_refused_before_anything_reaches_the_device(device: Device) -> None:
+    for bad in ({"blocks": 1}, {"t_sample": 0.0}, {"t_burn": -1.0}):
+        with pytest.raises(ValueError):
+            linalg.solve(device, A4, B4, **bad)  # type: ignore[arg-type]
+    assert device.status()["programmed"] is False and device.sim_time_ns == 0
