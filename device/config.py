@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from protocol import INTEGRATORS
+from protocol import INTEGRATORS, MAX_HEADER_BYTES
 from timing import LinkModel
 
 
@@ -72,9 +72,11 @@ class DeviceConfig:
         return round(self.tau_seconds * 1e9)
 
     @property
-    def max_array_bytes(self) -> int:
-        """Largest array a request may carry: the full coupling matrix."""
-        return self.cells * self.cells * 8
+    def max_frame_bytes(self) -> int:
+        """Largest frame the daemon accepts: twice a full coupling matrix, so that a matrix
+        somewhat over capacity is still answered (CAPACITY_EXCEEDED); larger frames are
+        dropped by the transport without a reply."""
+        return max(2 * 8 * self.cells * self.cells, MAX_HEADER_BYTES)
 
     def describe(self) -> dict[str, Any]:
         """The configuration as sent in ``hello`` (msgpack-serialisable)."""

@@ -46,18 +46,19 @@ def euler_maruyama_run(A, b, x, h, noise_scale, n_samples, steps_per_sample, rng
     A: (N, N); b, x: (N,), x updated in place. h: step in tau; noise_scale: sqrt(2 kappa0 h).
     Runs ``n_samples`` ADC samples of ``steps_per_sample`` steps each; when ``record`` adds each
     sample to ``sum_x`` (N,) and, with ``second_moments``, to ``sum_xx`` (N, N, upper triangle).
-    Returns False, stopping early, if the state stops being finite.
+    Returns the number of samples taken: fewer than ``n_samples`` if the state stopped being
+    finite (the run diverged at the next one).
     """
     n = x.size
     ax = np.empty(n)
-    for _ in range(n_samples):
+    for sample in range(n_samples):
         for _ in range(steps_per_sample):
             np.dot(A, x, ax)
             for i in range(n):
                 x[i] += h * (b[i] - ax[i]) + noise_scale * rng.standard_normal()
         if not _sample(x, record, second_moments, sum_x, sum_xx):
-            return False
-    return True
+            return sample
+    return n_samples
 
 
 @njit(cache=True, nogil=True)
@@ -67,13 +68,13 @@ def exact_ou_run(phi, drive, noise_factor, x, n_samples, rng,
 
     phi = exp(-A d), drive = (int_0^d exp(-A s) ds) b and noise_factor F with
     F F^T = kappa0 A^-1 (I - exp(-2 A d)) are precomputed for the interval d (N, N), (N,), (N, N).
-    Sampling as in :func:`euler_maruyama_run`; returns False if the state stops being finite.
+    Sampling and return value as in :func:`euler_maruyama_run`.
     """
     n = x.size
     z = np.empty(n)
     phi_x = np.empty(n)
     noise = np.empty(n)
-    for _ in range(n_samples):
+    for sample in range(n_samples):
         for i in range(n):
             z[i] = rng.standard_normal()
         np.dot(phi, x, phi_x)
@@ -81,8 +82,8 @@ def exact_ou_run(phi, drive, noise_factor, x, n_samples, rng,
         for i in range(n):
             x[i] = phi_x[i] + drive[i] + noise[i]
         if not _sample(x, record, second_moments, sum_x, sum_xx):
-            return False
-    return True
+            return sample
+    return n_samples
 
 
 @njit(cache=True, nogil=True)

@@ -27,6 +27,7 @@ from protocol import (
     INTEGRATORS,
     MAX_ARRAYS,
     MAX_HEADER_BYTES,
+    MAX_NDIM,
     OPS,
     PROTOCOL_VERSION,
     ErrorCode,
@@ -75,9 +76,8 @@ class DeviceServer:
         self._context = context or zmq.Context.instance()
         self._router = self._context.socket(zmq.ROUTER)
         self._router.linger = 500
-        # libzmq drops (and disconnects) a peer whose frame exceeds this: the largest legal
-        # frame is a full coupling matrix.
-        self._router.maxmsgsize = max(config.max_array_bytes, MAX_HEADER_BYTES)
+        # libzmq drops (and disconnects) a peer whose frame exceeds this, before allocating it.
+        self._router.maxmsgsize = config.max_frame_bytes
         self._router.router_mandatory = False
         self._router.bind(bind)
         self.endpoint = self._router.last_endpoint.decode()
@@ -108,17 +108,27 @@ class DeviceServer:
                 if self._replies in ready:
                     self._forward_replies()
                 if self._router in ready:
-                    self._handle(self._router.recv_multipart(copy=False))
+                    self._receive()
         finally:
             self._shut_down()
 
-    def _handle(self, frames: list[zmq.Frame]) -> None:
+    def _receive(self) -> None:
+        """Take one request off the ROUTER socket and answer or queue it; never raises."""
+        frames = self._router.recv_multipart(copy=False)
         envelope, body = frames[:1], frames[1:]
         if body and memoryview(body[0]).nbytes == 0:  # a REQ peer's empty delimiter
             envelope, body = frames[:2], frames[2:]
+        try:
+            self._handle(envelope, body)
+        except Exception as exc:  # a daemon bug: report it, keep serving
+            log.exception("failed to handle a request")
+            self._reply(envelope, None, error=ProtocolError(
+                ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"))
+
+    def _handle(self, envelope: list[Any], body: list[Any]) -> None:
         request_id = None
         try:
-            request = decode_request(body, self.config.max_array_bytes)
+            request = decode_request(body)
             request_id = request.id
             args = spec_for(request.op).validate(request.args, request.arrays)
         except MalformedRequest as error:
@@ -160,9 +170,9 @@ class DeviceServer:
             "ops": sorted(OPS),
             "dtypes": list(ALLOWED_DTYPES),
             "integrators": list(INTEGRATORS),
-            "limits": {"max_array_bytes": self.config.max_array_bytes,
+            "limits": {"max_frame_bytes": self.config.max_frame_bytes,
                        "max_header_bytes": MAX_HEADER_BYTES, "max_arrays": MAX_ARRAYS,
-                       "max_queued": QUEUE_LIMIT},
+                       "max_ndim": MAX_NDIM, "max_queued": QUEUE_LIMIT},
             "config": self.config.describe(),
             "seconds_per_cell_step": self._seconds_per_cell_step,
         }
@@ -186,16 +196,13 @@ class DeviceServer:
             self._router.send_multipart(frames, copy=False)
 
     def _shut_down(self) -> None:
+        """Stop the running op, answer the queued ones SHUTTING_DOWN in order, close."""
         log.info("stopping: cancelling the running op and refusing queued ones")
         self._cancel.set()
-        while True:
-            try:
-                job = self._jobs.get_nowait()
-            except queue.Empty:
-                break
-            if job is not None:
-                self._reply(job.envelope, job.request.id, error=_shutting_down())
-        self._jobs.put(None)
+        try:
+            self._jobs.put(None, timeout=5.0)  # behind the queued jobs: replies stay in order
+        except queue.Full:
+            log.error("the worker is stuck; queued requests get no reply")
         self._worker.join(timeout=5.0)
         self._forward_replies()
         self._replies.close()
@@ -217,7 +224,9 @@ class DeviceServer:
     def _execute(self, job: _Job, replies: zmq.Socket[Any]) -> None:
         request = job.request
         if self._cancel.is_set():
-            self._reply(job.envelope, request.id, error=_shutting_down(), socket=replies)
+            self._reply(job.envelope, request.id, socket=replies, error=ProtocolError(
+                ErrorCode.SHUTTING_DOWN,
+                "the daemon is shutting down; the request was not executed"))
             return
         self._busy_with = request.op
         started, clock_before = time.perf_counter(), self.spu.clock.now_ns
@@ -252,8 +261,3 @@ class DeviceServer:
             case "reset":
                 return spu.reset()
         raise AssertionError(f"op {request.op} has no handler")
-
-
-def _shutting_down() -> ProtocolError:
-    return ProtocolError(ErrorCode.SHUTTING_DOWN,
-                         "the daemon is shutting down; the request was not executed")

@@ -148,27 +148,28 @@ class EmulatedSPU:
         total = duration_ns // interval
         chunk = max(1, _CHUNK_WORK // (self.n * self.n * self._steps_per_sample()))
         done = 0
-        try:
-            while done < total:
-                if cancel is not None and cancel.is_set():
-                    raise ProtocolError(ErrorCode.SHUTTING_DOWN,
-                                        f"run stopped after {done * interval} of {duration_ns} "
-                                        "ns because the daemon is shutting down",
-                                        completed_ns=done * interval)
-                count = min(chunk, total - done)
-                if not self._advance(count, record, second_moments, drive):
-                    self._x = np.zeros(self.n)
-                    raise ProtocolError(ErrorCode.DIVERGED,
-                                        "the cell state left the finite range; it was reset to 0")
-                done += count
-                if record:
-                    averager.samples += count
-                    if second_moments:
-                        averager.second_moment_samples += count
-        finally:
-            timing = self.timing.evolve(done * interval)
-            self.clock.advance(timing)
-        return {"samples": total if record else 0, "timing": _wire(timing)}, {}
+        while done < total:
+            if cancel is not None and cancel.is_set():
+                raise ProtocolError(ErrorCode.SHUTTING_DOWN,
+                                    f"run stopped after {done * interval} of {duration_ns} ns "
+                                    "because the daemon is shutting down",
+                                    completed_ns=done * interval)
+            count = min(chunk, total - done)
+            taken = self._advance(count, record, second_moments, drive)
+            # The clock moves with each chunk, so status shows a long run's progress.
+            self.clock.advance(self.timing.evolve(min(taken + 1, count) * interval))
+            done += taken
+            if record:
+                averager.samples += taken
+                averager.second_moment_samples += taken if second_moments else 0
+            if taken < count:
+                self._x, self._averager = np.zeros(self.n), _Averager.empty(self.n)
+                raise ProtocolError(ErrorCode.DIVERGED,
+                                    f"the cell state left the finite range {(done + 1) * interval}"
+                                    " ns into the run; the state and the recorded samples were "
+                                    "cleared", completed_ns=(done + 1) * interval)
+        return {"samples": total if record else 0,
+                "timing": _wire(self.timing.evolve(duration_ns))}, {}
 
     def read(self, second_moments: bool = False, clear: bool = True) -> Result:
         """Time averages of the recorded samples: mean (N,), and second moment (N, N) E[x x^T]."""
@@ -201,7 +202,7 @@ class EmulatedSPU:
         The clock and the noise stream go on, as they would on a chip.
         """
         self._power_on()
-        return {}, {}
+        return {"timing": {}}, {}
 
     def status(self) -> dict[str, Any]:
         """Snapshot of the device for ``status`` (msgpack-serialisable)."""
@@ -259,16 +260,17 @@ class EmulatedSPU:
             check_euler_step(eigenvalues, config.em_step_ns / config.tau_ns, config.em_step_ns)
         self._ready = True
 
-    def _advance(self, count: int, record: bool, second_moments: bool, drive: np.ndarray) -> bool:
-        """Run ``count`` sample intervals with the programmed integrator; False if diverged."""
+    def _advance(self, count: int, record: bool, second_moments: bool, drive: np.ndarray) -> int:
+        """Run ``count`` sample intervals with the programmed integrator; returns how many it
+        completed (fewer if the state diverged)."""
         config, averager = self.config, self._averager
         if self._transition is not None:
             t = self._transition
-            return bool(kernels.exact_ou_run(
+            return int(kernels.exact_ou_run(
                 t.phi, drive, t.noise_factor, self._x, count, self._rng, record, second_moments,
                 averager.sum_x, averager.sum_xx))
         h = config.em_step_ns / config.tau_ns
-        return bool(kernels.euler_maruyama_run(
+        return int(kernels.euler_maruyama_run(
             self._programmed(), self._b, self._x, h, float(np.sqrt(2.0 * config.kappa0 * h)),
             count, self._steps_per_sample(), self._rng, record, second_moments,
             averager.sum_x, averager.sum_xx))

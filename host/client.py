@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from host.daemon import DaemonProcess
-from host.errors import DeviceRestarted, error_from_reply
+from host.errors import DeviceRestarted, InvalidRequest, error_from_reply
 from host.transport import Transport
-from protocol import Reply, spec_for
+from protocol import ErrorCode, Reply, spec_for
 
 # Safety factor on the daemon's own kernel speed when sizing a call's timeout.
 _WORK_TIMEOUT_FACTOR = 20.0
@@ -247,10 +247,21 @@ class Device:
             work += 10 * n2 * self._n
         return _WORK_TIMEOUT_FACTOR * per_cell_step * work
 
+    def _check_frame_sizes(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Refuse locally what the daemon's transport would drop without a reply."""
+        limit = self._info.get("limits", {}).get("max_frame_bytes")
+        for name, array in arrays.items():
+            if limit is not None and array.nbytes > limit:
+                raise InvalidRequest(ErrorCode.MESSAGE_TOO_LARGE,
+                                     f"{name} of shape {list(array.shape)} is {array.nbytes} "
+                                     f"bytes; this daemon accepts frames up to {limit} bytes",
+                                     {"array": name, "limit": limit})
+
     def _call(self, op: str, args: Mapping[str, Any] | None = None,
               arrays: Mapping[str, np.ndarray] | None = None,
               extra_timeout: float = 0.0) -> Reply:
         retries = self.retries if spec_for(op).idempotent else 0
+        self._check_frame_sizes(arrays or {})
         reply = self._transport.call(op, args, arrays, timeout=self.timeout + extra_timeout,
                                      retries=retries)
         self._sim_time_ns = int(reply.device.get("sim_time_ns", self._sim_time_ns))

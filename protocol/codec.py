@@ -90,10 +90,11 @@ def encode_reply(
     return [_pack(header), *buffers]
 
 
-def decode_request(frames: Sequence[Frame], max_array_bytes: int) -> Request:
+def decode_request(frames: Sequence[Frame]) -> Request:
     """Validate and decode request frames; raises :class:`MalformedRequest` on any defect.
 
-    ``max_array_bytes`` caps each array before it is looked at (the device's capacity).
+    Sizes are capped before this, per frame, by the transport (the daemon's ZMQ_MAXMSGSIZE);
+    here every array frame must hold exactly the bytes its descriptor declares.
     """
     request_id: int | None = None
     try:
@@ -108,26 +109,28 @@ def decode_request(frames: Sequence[Frame], max_array_bytes: int) -> Request:
         op = header.get("op")
         if not isinstance(op, str):
             raise ProtocolError(ErrorCode.BAD_MESSAGE, "header field 'op' must be a string")
-        args = header.get("args", {})
+        args = header.get("args") or {}
         if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
             raise ProtocolError(ErrorCode.BAD_MESSAGE,
                                 "header field 'args' must be a map with string keys")
-        arrays = _decode_arrays(header.get("arrays", []), frames[1:], max_array_bytes)
+        arrays = _decode_arrays(header.get("arrays") or [], frames[1:])
         return Request(id=request_id, op=op, args=args, arrays=arrays)
     except ProtocolError as error:
         raise MalformedRequest(error, request_id) from None
 
 
 def decode_reply(frames: Sequence[Frame]) -> Reply:
-    """Decode reply frames (host side). Raises :class:`ProtocolError` on a malformed reply."""
+    """Decode reply frames (host side). Raises :class:`ProtocolError` on a malformed reply or
+    one of another major protocol version."""
     header = _unpack_header(frames)
+    _check_version(header.get("v"))
     ok = header.get("ok")
     if not isinstance(ok, bool) or not isinstance(header.get("device"), dict):
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "reply header lacks 'ok' or 'device'")
     error = header.get("error")
     if not ok and not (isinstance(error, dict) and isinstance(error.get("code"), str)):
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "error reply lacks 'error.code'")
-    arrays = _decode_arrays(header.get("arrays", []), frames[1:], max_array_bytes=None)
+    arrays = _decode_arrays(header.get("arrays") or [], frames[1:])
     return Reply(id=header.get("id"), ok=ok, result=header.get("result") or {},
                  error=error if not ok else None, device=header["device"], arrays=arrays)
 
@@ -165,7 +168,7 @@ def _check_version(version: Any) -> None:
     if version[0] != PROTOCOL_VERSION[0]:
         raise ProtocolError(
             ErrorCode.BAD_VERSION,
-            f"protocol {version[0]}.{version[1]} is not supported; this daemon speaks "
+            f"protocol {version[0]}.{version[1]} is not supported; this side speaks "
             f"{PROTOCOL_VERSION[0]}.x", supported=list(PROTOCOL_VERSION))
 
 
@@ -179,9 +182,7 @@ def _array_frames(arrays: Mapping[str, np.ndarray]) -> tuple[list[dict[str, Any]
     return specs, buffers
 
 
-def _decode_arrays(
-    specs: Any, frames: Sequence[Frame], max_array_bytes: int | None
-) -> dict[str, np.ndarray]:
+def _decode_arrays(specs: Any, frames: Sequence[Frame]) -> dict[str, np.ndarray]:
     if not isinstance(specs, list):
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "header field 'arrays' must be a list")
     if len(specs) != len(frames):
@@ -190,7 +191,7 @@ def _decode_arrays(
                             "frames followed it")
     arrays: dict[str, np.ndarray] = {}
     for spec, frame in zip(specs, frames, strict=True):
-        name, shape = _check_array_spec(spec, max_array_bytes)
+        name, shape = _check_array_spec(spec)
         if name in arrays:
             raise ProtocolError(ErrorCode.BAD_MESSAGE, f"array {name!r} appears twice")
         buffer = memoryview(frame)
@@ -203,7 +204,7 @@ def _decode_arrays(
     return arrays
 
 
-def _check_array_spec(spec: Any, max_array_bytes: int | None) -> tuple[str, tuple[int, ...]]:
+def _check_array_spec(spec: Any) -> tuple[str, tuple[int, ...]]:
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
         raise ProtocolError(ErrorCode.BAD_MESSAGE,
                             "each array descriptor must be a map with a string 'name'")
@@ -218,10 +219,4 @@ def _check_array_spec(spec: Any, max_array_bytes: int | None) -> tuple[str, tupl
         raise ProtocolError(ErrorCode.BAD_SHAPE, f"array {name!r} has an invalid shape {shape!r}; "
                             f"expected a list of at most {MAX_NDIM} non-negative integers",
                             array=name)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * 8
-    if max_array_bytes is not None and nbytes > max_array_bytes:
-        raise ProtocolError(ErrorCode.MESSAGE_TOO_LARGE,
-                            f"array {name!r} of shape {shape} ({nbytes} bytes) exceeds the "
-                            f"device's limit of {max_array_bytes} bytes", array=name,
-                            limit=max_array_bytes)
     return name, tuple(shape)

@@ -17,7 +17,7 @@ class ErrorCode(StrEnum):
     # The message itself.
     BAD_MESSAGE = "BAD_MESSAGE"  # frames that do not form a request: not msgpack, missing fields, ...
     BAD_VERSION = "BAD_VERSION"  # protocol major version differs from the daemon's
-    MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"  # a frame or array over the advertised limit
+    MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"  # a header over the advertised limit
     UNKNOWN_OP = "UNKNOWN_OP"
     BAD_ARGUMENT = "BAD_ARGUMENT"  # an argument missing, unknown, of the wrong type or out of range
     BAD_SHAPE = "BAD_SHAPE"  # an array of the wrong shape, or whose frame size does not match it
@@ -30,10 +30,12 @@ class ErrorCode(StrEnum):
     UNSTABLE_STEP = "UNSTABLE_STEP"  # Euler-Maruyama step too large for the programmed matrix
     NOT_PROGRAMMED = "NOT_PROGRAMMED"  # the op needs a coupling matrix and none is programmed
     NO_SAMPLES = "NO_SAMPLES"  # read asked for moments that no run has recorded
-    DIVERGED = "DIVERGED"  # the state left the finite range during a run; the state was reset
+    DIVERGED = "DIVERGED"  # the state left the finite range during a run; state and
+    # averager were cleared
     # The daemon.
     BUSY = "BUSY"  # the device's work queue is full
-    SHUTTING_DOWN = "SHUTTING_DOWN"  # the daemon is stopping; the request was not executed
+    SHUTTING_DOWN = "SHUTTING_DOWN"  # the daemon is stopping: a queued op was not executed,
+    # a running run was stopped part-way (details.completed_ns)
     INTERNAL = "INTERNAL"  # a bug in the daemon; it keeps serving
 
 

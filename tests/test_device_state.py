@@ -122,3 +122,19 @@ def test_clock_advances_by_the_timing_model() -> None:
     result, _ = spu.read(second_moments=False)
     assert result["timing"] == {"transfer_out": 32}
     assert spu.clock.now_ns == 3200 + 32 + 5000 + 32
+
+
+def test_divergence_is_reported_and_clears_state_and_samples() -> None:
+    """A state pushed past the float range (mean 1e310) stops the run with DIVERGED."""
+    spu = EmulatedSPU(DeviceConfig(kappa0=0.0))
+    spu.program(np.diag([1e-3, 1.0]))
+    spu.set_bias(np.array([1e307, 0.0]))
+    spu.run(100)
+    spu.set_state(np.array([1e308, 0.0]))
+    clock = spu.clock.now_ns
+    error = raises(ErrorCode.DIVERGED, spu.run, 10_000)
+    assert spu.clock.now_ns - clock == error.details["completed_ns"] > 0
+    raises(ErrorCode.NO_SAMPLES, spu.read)  # the samples, inf included, are gone
+    spu.set_bias(np.zeros(2))
+    spu.run(100)
+    np.testing.assert_array_equal(spu.read()[1]["mean"], np.zeros(2))  # state was zeroed

@@ -185,3 +185,23 @@ def test_same_seed_same_run_other_seed_other_run() -> None:
 
     np.testing.assert_array_equal(mean(7), mean(7))
     assert not np.array_equal(mean(7), mean(8))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("integrator", ["exact", "euler_maruyama"])
+def test_stationary_law_at_scale(integrator: str) -> None:
+    """The long version of the stationary tests: N = 32, condition number 100, 2e6 samples."""
+    A = stats.spd_matrix(np.geomspace(0.1, 10.0, 32), seed=9)
+    b = np.sin(np.arange(32.0))
+    mu = np.linalg.solve(A, b)
+    samples = 2_000_000
+    if integrator == "exact":
+        spu, modes = make_spu(), stats.exact_modes(A, KAPPA0, INTERVAL_TAU)
+    else:
+        spu = make_spu(integrator="euler_maruyama", em_step_ns=50)
+        modes = stats.euler_modes(A, KAPPA0, 0.05, steps_per_sample=2)
+    mean, second = stationary_samples(spu, A, b, samples, seed=31)
+    assert_mean_matches(mean, mu, stats.covariance_of_mean(modes, samples))
+    covariance = centred_second_moment(mean, second, mu)
+    # 528 entries: 5 sigma keeps the family-wise false alarm rate below 3e-4.
+    assert max_z(covariance, modes.covariance, stats.second_moment_variance(modes, samples)) < 5

@@ -67,10 +67,13 @@ def test_device_errors_arrive_as_typed_exceptions(device: Device) -> None:
     with pytest.raises(MatrixRejected) as rejected:
         device.program(asymmetric)
     assert rejected.value.code == ErrorCode.NOT_SYMMETRIC
-    with pytest.raises(InvalidRequest) as too_large:  # 65 x 65 exceeds the 64-cell device
+    with pytest.raises(MatrixRejected) as capacity:  # 65 x 65 exceeds the 64-cell device
         device.program(np.eye(65))
+    assert capacity.value.code == ErrorCode.CAPACITY_EXCEEDED
+    with pytest.raises(InvalidRequest) as too_large:  # refused before it is sent
+        device.program(np.eye(100))
     assert too_large.value.code == ErrorCode.MESSAGE_TOO_LARGE
-    assert too_large.value.details["limit"] == device.info["limits"]["max_array_bytes"]
+    assert too_large.value.details["limit"] == device.info["limits"]["max_frame_bytes"]
     device.program(np.eye(3))
     with pytest.raises(InvalidRequest) as shape:
         device.set_bias(np.ones(4))
@@ -169,3 +172,41 @@ def test_a_bad_schedule_is_refused_before_anything_reaches_the_device(device: De
         with pytest.raises(ValueError):
             linalg.solve(device, A4, B4, **bad)  # type: ignore[arg-type]
     assert device.status()["programmed"] is False and device.sim_time_ns == 0
+
+
+def random_request(rng: np.random.Generator) -> list[bytes]:
+    """A malformed request: random bytes, or a header with fields of random types and sizes."""
+    junk = [None, True, -1, -(2**63), 3.5, "x", b"\x00", [], {}, [1, "a"], {"k": [None]}]
+    kind = rng.integers(3)
+    if kind == 0:
+        return [rng.bytes(int(rng.integers(0, 64))) for _ in range(int(rng.integers(1, 4)))]
+    fields: dict[str, object] = {"v": [1, 0], "id": int(rng.integers(1, 1000)),
+                                 "op": str(rng.choice(["program", "run", "read", "set_bias",
+                                                       "nope"])),
+                                 "args": {}, "arrays": []}
+    for key in rng.choice(list(fields), size=int(rng.integers(1, 4)), replace=False):
+        fields[str(key)] = junk[int(rng.integers(len(junk)))]
+    if kind == 2:
+        fields["arrays"] = [{"name": "A", "dtype": str(rng.choice(["<f8", "<f4", ">f8"])),
+                             "shape": [int(d) for d in rng.integers(-1, 5, size=2)]}]
+    frames = [msgpack.packb(fields)]
+    return frames + [rng.bytes(int(rng.integers(0, 200)))] * int(rng.integers(0, 2))
+
+
+def test_malformed_traffic_never_stops_the_daemon(served: ServedDevice, device: Device) -> None:
+    """300 malformed requests: each is answered with an error, and the device state survives."""
+    device.program(np.eye(3))
+    rng = np.random.default_rng(2024)
+    with zmq.Context() as context, context.socket(zmq.DEALER) as socket:
+        socket.linger = 0
+        socket.connect(served.endpoint)
+        for _ in range(300):
+            socket.send_multipart(random_request(rng))
+            assert socket.poll(5000), "no answer"
+            frames = socket.recv_multipart()
+            if frames[0] == b"":  # we sent an empty first frame: a REQ-style delimiter, echoed
+                frames = frames[1:]
+            reply = decode_reply(frames)
+            assert not reply.ok and reply.error is not None
+            assert reply.error["code"] in {code.value for code in ErrorCode}
+    assert device.status()["programmed"] and device.status()["n"] == 3
