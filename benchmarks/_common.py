@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 Work = Callable[[int], None]
 """A workload: ``work(count)`` does ``count`` units of work (steps, matvecs, round trips...)."""
@@ -40,7 +41,7 @@ def percentile(values: Sequence[float], q: float) -> float:
 # --- timing ------------------------------------------------------------------------------------
 
 def calibrate(work: Work, min_seconds: float, warmup: int = 2) -> int:
-    """Warm ``work`` up, then the smallest power-of-two count whose call lasts ``min_seconds``."""
+    """Warm ``work`` up, then find a power-of-two count whose call lasts ``min_seconds``."""
     for _ in range(warmup):
         work(1)
     count = 1
@@ -148,6 +149,33 @@ class ForeignLoad:
             self.steal = (steal_now - steal) / _TICK / wall
 
 
+NOISY_CORES = 0.3
+"""A measurement during which others took more than this many cores (foreign + steal) is
+repeated (up to ``retries`` times) and the quietest attempt kept."""
+
+T = TypeVar("T")
+
+
+def quietest(measure_once: Callable[[], T], *, retries: int, pids: Iterable[int] = (),
+             what: str = "") -> tuple[T, ForeignLoad]:
+    """``measure_once()`` under a :class:`ForeignLoad` meter, repeated up to ``retries`` times
+    while the machine was busy with others; the result of the quietest attempt and its load."""
+    pids = tuple(pids)
+    best: tuple[T, ForeignLoad] | None = None
+    for attempt in range(1 + retries):
+        with ForeignLoad(pids) as load:
+            result = measure_once()
+        if best is None or load.cores + load.steal < best[1].cores + best[1].steal:
+            best = (result, load)
+        if load.cores + load.steal <= NOISY_CORES:
+            break
+        if attempt < retries:
+            print(f"  {what}: others took {load.cores:.2f} cores + {load.steal:.2f} steal; "
+                  "measuring again", file=sys.stderr, flush=True)
+    assert best is not None
+    return best
+
+
 # --- results -----------------------------------------------------------------------------------
 
 @dataclass
@@ -194,7 +222,7 @@ def print_table(rows: Sequence[Row], file=None) -> None:
     lines = [header]
     for row in rows:
         lines.append((row.benchmark, row.case, f"{row.product:.3g}", f"{row.reference:.3g}",
-                      row.unit, f"{row.ratio:.2f}", row.target_text, row.met,
+                      row.unit, f"{row.ratio:.3g}", row.target_text, row.met,
                       f"{row.foreign_cores:.2f}", f"{row.steal_cores:.2f}"))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     out = file or sys.stdout
