@@ -38,14 +38,26 @@ Result = tuple[dict[str, Any], dict[str, np.ndarray]]
 class _Averager:
     """Running sums of the ADC samples: first moments always, second moments on request."""
 
-    sum_x: np.ndarray
-    sum_xx: np.ndarray  # (n, n) upper triangle, or (0, 0) until a run records second moments
+    sum_x: np.ndarray  # (n,)
+    sum_xx: np.ndarray  # (n, n), or (0, 0) while no second moments are recorded
     samples: int = 0
     second_moment_samples: int = 0
 
     @classmethod
-    def empty(cls, n: int) -> _Averager:
-        return cls(np.zeros(n), np.zeros((0, 0)))
+    def empty(cls, n: int, second_moments: bool = False) -> _Averager:
+        return cls(np.zeros(n), np.zeros((n, n) if second_moments else (0, 0)))
+
+    def absorb(self, run: _Averager, basis: np.ndarray | None) -> None:
+        """Add a run's sums, taken in the coordinates y = basis^T x (None: in x itself)."""
+        sum_x, sum_xx = run.sum_x, run.sum_xx
+        if basis is not None:
+            sum_x = basis @ sum_x
+            sum_xx = basis @ sum_xx @ basis.T if run.second_moment_samples else sum_xx
+        self.sum_x += sum_x
+        self.samples += run.samples
+        if run.second_moment_samples:
+            self.sum_xx = self.sum_xx + sum_xx if self.second_moment_samples else sum_xx
+            self.second_moment_samples += run.second_moment_samples
 
 
 def canonical(array: np.ndarray) -> np.ndarray:
@@ -136,38 +148,44 @@ class EmulatedSPU:
                                 f"duration_ns={duration_ns} is not a multiple of the ADC sample "
                                 f"interval ({interval} ns)", sample_interval_ns=interval)
         self._prepare()
-        drive = (np.ascontiguousarray(self._transition.drive_operator @ self._b)
-                 if self._transition is not None else self._b)
         if seed is not None:
             self._rng = np.random.default_rng(seed)
         if clear:
             self._averager = _Averager.empty(self.n)
-        averager = self._averager
-        if second_moments and averager.sum_xx.shape[0] != self.n:
-            averager.sum_xx = np.zeros((self.n, self.n))
+        stepper = self._stepper()
+        sums = _Averager.empty(self.n, second_moments)  # this run's, in the stepper's coordinates
         total = duration_ns // interval
-        chunk = max(1, _CHUNK_WORK // (self.n * self.n * self._steps_per_sample()))
-        done = 0
-        while done < total:
+        chunk = max(kernels.SECOND_MOMENT_BATCH if second_moments else 1,
+                    _CHUNK_WORK // self._work_per_sample(second_moments))
+        done, failure = 0, None
+        while done < total and failure is None:
             if cancel is not None and cancel.is_set():
-                raise ProtocolError(ErrorCode.SHUTTING_DOWN,
-                                    f"run stopped after {done * interval} of {duration_ns} ns "
-                                    "because the daemon is shutting down",
-                                    completed_ns=done * interval)
+                failure = ProtocolError(ErrorCode.SHUTTING_DOWN,
+                                        f"run stopped after {done * interval} of {duration_ns} "
+                                        "ns because the daemon is shutting down",
+                                        completed_ns=done * interval)
+                break
             count = min(chunk, total - done)
-            taken = self._advance(count, record, second_moments, drive)
+            taken = stepper.advance(count, record, second_moments, sums)
             # The clock moves with each chunk, so status shows a long run's progress.
             self.clock.advance(self.timing.evolve(min(taken + 1, count) * interval))
             done += taken
             if record:
-                averager.samples += taken
-                averager.second_moment_samples += taken if second_moments else 0
+                sums.samples += taken
+                sums.second_moment_samples += taken if second_moments else 0
             if taken < count:
-                self._x, self._averager = np.zeros(self.n), _Averager.empty(self.n)
-                raise ProtocolError(ErrorCode.DIVERGED,
-                                    f"the cell state left the finite range {(done + 1) * interval}"
-                                    " ns into the run; the state and the recorded samples were "
-                                    "cleared", completed_ns=(done + 1) * interval)
+                failure = ProtocolError(ErrorCode.DIVERGED,
+                                        f"the cell state left the finite range "
+                                        f"{(done + 1) * interval} ns into the run; the state and "
+                                        "the recorded samples were cleared",
+                                        completed_ns=(done + 1) * interval)
+        if failure is not None and failure.code == ErrorCode.DIVERGED:
+            self._x, self._averager = np.zeros(self.n), _Averager.empty(self.n)
+        else:
+            self._x = stepper.state_x()
+            self._averager.absorb(sums, stepper.basis)
+        if failure is not None:
+            raise failure
         return {"samples": total if record else 0,
                 "timing": _wire(self.timing.evolve(duration_ns))}, {}
 
@@ -185,9 +203,9 @@ class EmulatedSPU:
         arrays = {"mean": averager.sum_x / averager.samples}
         n_values = self.n
         if second_moments:
-            upper = averager.sum_xx / averager.second_moment_samples
-            arrays["second_moment"] = np.ascontiguousarray(np.triu(upper) + np.triu(upper, 1).T)
-            n_values += self.n * (self.n + 1) // 2
+            moment = averager.sum_xx / averager.second_moment_samples
+            arrays["second_moment"] = (moment + moment.T) / 2
+            n_values += self.n * (self.n + 1) // 2  # a symmetric matrix: its upper triangle
         result = {"samples": averager.samples,
                   "second_moment_samples": averager.second_moment_samples if second_moments else 0}
         if clear:
@@ -240,6 +258,12 @@ class EmulatedSPU:
             return 1
         return self.config.sample_interval_ns // self.config.em_step_ns
 
+    def _work_per_sample(self, second_moments: bool) -> int:
+        """Rough kernel work of one sample interval (multiply-adds), to size a run's chunks."""
+        n = self.n
+        work = 16 * n if self._transition is not None else n * n * self._steps_per_sample()
+        return work + (n * n if second_moments else 0)
+
     def _prepare(self) -> None:
         """Check the programmed matrix for this integrator, once per program.
 
@@ -260,20 +284,54 @@ class EmulatedSPU:
             check_euler_step(eigenvalues, config.em_step_ns / config.tau_ns, config.em_step_ns)
         self._ready = True
 
-    def _advance(self, count: int, record: bool, second_moments: bool, drive: np.ndarray) -> int:
-        """Run ``count`` sample intervals with the programmed integrator; returns how many it
-        completed (fewer if the state diverged)."""
-        config, averager = self.config, self._averager
+    def _stepper(self) -> _ModalStepper | _EulerStepper:
+        """The programmed integrator, set up from the current state and bias for one run."""
         if self._transition is not None:
-            t = self._transition
-            return int(kernels.exact_ou_run(
-                t.phi, drive, t.noise_factor, self._x, count, self._rng, record, second_moments,
-                averager.sum_x, averager.sum_xx))
-        h = config.em_step_ns / config.tau_ns
-        return int(kernels.euler_maruyama_run(
-            self._programmed(), self._b, self._x, h, float(np.sqrt(2.0 * config.kappa0 * h)),
-            count, self._steps_per_sample(), self._rng, record, second_moments,
-            averager.sum_x, averager.sum_xx))
+            return _ModalStepper(self._transition, self._x, self._b, self._rng)
+        config = self.config
+        return _EulerStepper(self._programmed(), self._b, self._x, self._rng,
+                             config.em_step_ns / config.tau_ns, config.kappa0,
+                             self._steps_per_sample())
+
+
+class _ModalStepper:
+    """The exact integrator: the state as y = V^T x, every mode on its own (O(N) a step)."""
+
+    def __init__(self, transition: ExactTransition, x: np.ndarray, b: np.ndarray,
+                 rng: np.random.Generator) -> None:
+        self.basis = transition.eigenvectors
+        self._t, self._rng = transition, rng
+        self._y = self.basis.T @ x
+        self._drive = transition.drive_gain * (self.basis.T @ b)
+
+    def advance(self, count: int, record: bool, second_moments: bool, sums: _Averager) -> int:
+        t = self._t
+        return int(kernels.exact_modal_run(t.decay, self._drive, t.noise_sd, self._y, count,
+                                           self._rng, record, second_moments, sums.sum_x,
+                                           sums.sum_xx))
+
+    def state_x(self) -> np.ndarray:
+        return self.basis @ self._y
+
+
+class _EulerStepper:
+    """Euler-Maruyama on x itself, with step h (tau units) and steps_per_sample per sample."""
+
+    basis = None
+
+    def __init__(self, A: np.ndarray, b: np.ndarray, x: np.ndarray, rng: np.random.Generator,
+                 h: float, kappa0: float, steps_per_sample: int) -> None:
+        self._A, self._b, self._x, self._rng = A, b, x, rng
+        self._h, self._noise = h, float(np.sqrt(2.0 * kappa0 * h))
+        self._steps = steps_per_sample
+
+    def advance(self, count: int, record: bool, second_moments: bool, sums: _Averager) -> int:
+        return int(kernels.euler_maruyama_run(self._A, self._b, self._x, self._h, self._noise,
+                                              count, self._steps, self._rng, record,
+                                              second_moments, sums.sum_x, sums.sum_xx))
+
+    def state_x(self) -> np.ndarray:
+        return self._x
 
 
 def _check_symmetric_finite(A: np.ndarray) -> None:

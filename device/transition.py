@@ -6,8 +6,9 @@ interval d maps x to
 
     x' = exp(-A d) x + (int_0^d exp(-A s) ds) b + xi,   xi ~ N(0, kappa0 A^-1 (I - exp(-2 A d)))
 
-which the kernel applies repeatedly; the mean A^-1 b emerges from iterating it, nothing here
-solves A x = b. The same eigenvalues decide whether the dynamics are stable at all.
+In the coordinates y = V^T x every mode evolves on its own, so the kernel applies this map at
+O(N) per step; the mean A^-1 b emerges from iterating it, nothing here solves A x = b. The same
+eigenvalues decide whether the dynamics are stable at all.
 """
 
 from __future__ import annotations
@@ -21,15 +22,16 @@ from protocol import ErrorCode, ProtocolError
 
 @dataclass(frozen=True)
 class ExactTransition:
-    """Operators of one exact step over an interval d (tau units); all (N, N), C-contiguous.
+    """One exact step over an interval d (tau units), per eigenmode of A = V diag(lam) V^T.
 
-    phi = exp(-A d); drive_operator = int_0^d exp(-A s) ds (apply to b);
-    noise_factor F with F F^T = kappa0 A^-1 (I - exp(-2 A d)).
+    eigenvectors: V (N, N), C-contiguous. decay = exp(-lam d); drive_gain = (1 - exp(-lam d)) /
+    lam (multiplies V^T b); noise_sd = sqrt(kappa0 (1 - exp(-2 lam d)) / lam); all (N,).
     """
 
-    phi: np.ndarray
-    drive_operator: np.ndarray
-    noise_factor: np.ndarray
+    eigenvectors: np.ndarray
+    decay: np.ndarray
+    drive_gain: np.ndarray
+    noise_sd: np.ndarray
 
 
 def check_positive_definite(eigenvalues: np.ndarray) -> None:
@@ -59,13 +61,11 @@ def check_euler_step(eigenvalues: np.ndarray, step_tau: float, em_step_ns: int) 
 
 def exact_transition(eigenvalues: np.ndarray, eigenvectors: np.ndarray, kappa0: float,
                      interval_tau: float) -> ExactTransition:
-    """The exact step operators for A = V diag(eigenvalues) V^T over ``interval_tau``."""
-    lam, V = eigenvalues, eigenvectors
-    decay = np.exp(-lam * interval_tau)
-    drive = -np.expm1(-lam * interval_tau) / lam
-    noise_variance = kappa0 * -np.expm1(-2.0 * lam * interval_tau) / lam
+    """The exact step for A = V diag(eigenvalues) V^T over ``interval_tau``."""
+    lam, d = eigenvalues, interval_tau
     return ExactTransition(
-        phi=np.ascontiguousarray((V * decay) @ V.T),
-        drive_operator=np.ascontiguousarray((V * drive) @ V.T),
-        noise_factor=np.ascontiguousarray(V * np.sqrt(noise_variance)),
+        eigenvectors=np.ascontiguousarray(eigenvectors),
+        decay=np.exp(-lam * d),
+        drive_gain=-np.expm1(-lam * d) / lam,
+        noise_sd=np.sqrt(kappa0 * -np.expm1(-2.0 * lam * d) / lam),
     )
