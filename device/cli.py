@@ -1,7 +1,7 @@
 """Command line of the device daemon: ``python -m device serve`` (also ``spu serve``).
 
-Only the standard library is imported at module level: the BLAS and numba thread counts must be
-set in the environment before numpy, scipy or numba load.
+Only the standard library and timing/ (itself pure Python) are imported at module level: the
+BLAS and numba thread counts must be set in the environment before numpy, scipy or numba load.
 """
 
 from __future__ import annotations
@@ -14,7 +14,10 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import replace
 from urllib.parse import urlsplit
+
+from timing import PROFILES, TimingModel
 
 DEFAULT_BIND = "tcp://127.0.0.1:5555"
 
@@ -50,10 +53,26 @@ def build_parser() -> argparse.ArgumentParser:
     device.add_argument("--sample-interval-ns", type=int, default=100,
                         help="ADC sample interval (a multiple of the Euler-Maruyama step)")
     device.add_argument("--seed", type=int, default=0, help="noise seed at power-on")
-    link = serve.add_argument_group("host-device link (timing model)")
-    link.add_argument("--bits-per-value", type=int, default=16)
-    link.add_argument("--link-gbps", type=float, default=50.0, help="link bandwidth, Gb/s")
-    link.add_argument("--link-latency-ns", type=int, default=0, help="fixed cost per transfer")
+    device.add_argument("--profile", choices=sorted(PROFILES), default="tngd-paper",
+                        help="named parameter set (docs/timing.md); the options below override it")
+    timing = serve.add_argument_group(
+        "timing model (docs/timing.md; unset options keep the profile's value)")
+    unset = argparse.SUPPRESS
+    timing.add_argument("--bits-per-value", type=int, default=unset, metavar="BITS",
+                        help="width of a transferred value")
+    timing.add_argument("--link-gbps", type=float, default=unset, metavar="GBPS",
+                        help="link bandwidth")
+    timing.add_argument("--link-latency-ns", type=int, default=unset, metavar="NS",
+                        help="fixed cost of each transfer")
+    for bank, role in (("dac", "programming"), ("adc", "readout")):
+        timing.add_argument(f"--{bank}-bits", type=int, default=unset, metavar="BITS",
+                            help=f"{role} converter resolution")
+        timing.add_argument(f"--{bank}-conversion-ns", type=float, default=unset, metavar="NS",
+                            help=f"time of one {role} conversion")
+        timing.add_argument(f"--{bank}-channels", type=int, default=unset, metavar="N",
+                            help=f"{role} converters in parallel (0: one per cell)")
+        timing.add_argument(f"--{bank}-settle-tau-ns", type=float, default=unset, metavar="NS",
+                            help=f"{role} settling time constant")
     runtime = serve.add_argument_group("runtime")
     runtime.add_argument("--threads", type=int, default=1,
                          help="BLAS and numba threads for the kernels")
@@ -74,6 +93,25 @@ def is_loopback(endpoint: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def timing_model(args: argparse.Namespace) -> TimingModel:
+    """The profile's timing model with the options given on the command line applied."""
+    model = PROFILES[args.profile]
+
+    def given(**options: str) -> dict[str, object]:
+        """{field: value} of the options given, by field name -> option attribute."""
+        return {field: getattr(args, option) for field, option in options.items()
+                if hasattr(args, option)}
+
+    link = given(bits_per_value="bits_per_value", latency_ns="link_latency_ns")
+    if hasattr(args, "link_gbps"):
+        link["bandwidth_bps"] = args.link_gbps * 1e9
+    banks = {bank: given(**{field: f"{bank}_{field}" for field in
+                            ("bits", "conversion_ns", "channels", "settle_tau_ns")})
+             for bank in ("dac", "adc")}
+    return replace(model, link=replace(model.link, **link),
+                   dac=replace(model.dac, **banks["dac"]), adc=replace(model.adc, **banks["adc"]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,15 +135,12 @@ def _serve(args: argparse.Namespace, log: logging.Logger) -> int:
     from device import kernels
     from device.config import DeviceConfig
     from device.server import DeviceServer
-    from timing import LinkModel
-
     try:
         config = DeviceConfig(
             cells=args.cells, resistance_ohm=args.resistance, capacitance_farad=args.capacitance,
             kappa0=args.kappa0, integrator=args.integrator, em_step_ns=args.em_step_ns,
-            sample_interval_ns=args.sample_interval_ns, seed=args.seed,
-            link=LinkModel(bits_per_value=args.bits_per_value,
-                           bandwidth_bps=args.link_gbps * 1e9, latency_ns=args.link_latency_ns))
+            sample_interval_ns=args.sample_interval_ns, seed=args.seed, profile=args.profile,
+            timing=timing_model(args))
     except ValueError as error:
         log.error("%s", error)
         return 2

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from protocol import INTEGRATORS, MAX_HEADER_BYTES
-from timing import LinkModel
+from timing import TimingModel
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,8 @@ class DeviceConfig:
     sample_interval_ns: ADC sample interval; a multiple of em_step_ns. The exact integrator
         steps from sample to sample.
     seed: seed of the device's noise stream at power-on.
-    link: the host-device link of the timing model.
+    profile: name of the parameter set this configuration started from (timing.PROFILES).
+    timing: the timing model: host-device link, DAC and ADC banks.
     """
 
     cells: int = 4096
@@ -38,7 +39,8 @@ class DeviceConfig:
     em_step_ns: int = 100
     sample_interval_ns: int = 100
     seed: int = 0
-    link: LinkModel = field(default_factory=LinkModel)
+    profile: str = "tngd-paper"
+    timing: TimingModel = field(default_factory=TimingModel)
 
     def __post_init__(self) -> None:
         problems = []
@@ -59,6 +61,9 @@ class DeviceConfig:
                             f"of em_step_ns={self.em_step_ns}")
         if not 0 <= self.seed < 2**63:
             problems.append(f"seed={self.seed} must be a non-negative 63-bit integer")
+        elif self.timing.adc.time_ns(self.cells, self.cells) > self.sample_interval_ns:
+            problems.append("the ADC cannot convert all cells within one sample interval "
+                            f"({self.sample_interval_ns} ns)")
         if problems:
             raise ValueError("invalid device configuration: " + "; ".join(problems))
 

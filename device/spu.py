@@ -24,7 +24,7 @@ from device.transition import (
     exact_transition,
 )
 from protocol import ErrorCode, ProtocolError
-from timing import Phase, SimClock, TimingModel
+from timing import Phase, SimClock
 
 # Kernel work per chunk of a run (multiply-adds); between chunks a run can be cancelled.
 _CHUNK_WORK = 1 << 22
@@ -73,7 +73,7 @@ class EmulatedSPU:
 
     def __init__(self, config: DeviceConfig) -> None:
         self.config = config
-        self.timing = TimingModel(config.link)
+        self.timing = config.timing
         self.clock = SimClock()
         self._rng = np.random.default_rng(config.seed)
         self._power_on()
@@ -117,7 +117,7 @@ class EmulatedSPU:
             self._averager = _Averager.empty(n)
         if resized or reset_state:
             self._x = np.zeros(n)
-        timing = self.timing.upload(n * n)
+        timing = self.timing.upload(n * n, cells=n)
         self.clock.advance(timing)
         return {"n": n, "integrator": self._integrator, "state_reset": resized or reset_state,
                 "bias_reset": resized, "timing": _wire(timing)}, {}
@@ -210,7 +210,7 @@ class EmulatedSPU:
                   "second_moment_samples": averager.second_moment_samples if second_moments else 0}
         if clear:
             self._averager = _Averager.empty(self.n)
-        timing = self.timing.download(n_values)
+        timing = self.timing.readout(self.n, n_values)
         self.clock.advance(timing)
         return {**result, "timing": _wire(timing)}, arrays
 
@@ -249,7 +249,7 @@ class EmulatedSPU:
         return np.array(v, dtype=np.float64, order="C")
 
     def _uploaded(self, n_values: int) -> Result:
-        timing = self.timing.upload(n_values)
+        timing = self.timing.upload(n_values, cells=self.n)
         self.clock.advance(timing)
         return {"timing": _wire(timing)}, {}
 

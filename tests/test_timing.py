@@ -34,9 +34,9 @@ def test_analog_time_is_the_run_itself_and_the_clock_only_moves_forward() -> Non
     model = TimingModel()
     assert model.evolve(50_000) == {Phase.ANALOG: 50_000}  # t = 50 tau at tau = 1 us
     clock = SimClock()
-    clock.advance(model.upload(10**4))
+    clock.advance(model.upload(10**4, cells=100))
     clock.advance(model.evolve(50_000))
-    clock.advance(model.download(10**4))
+    clock.advance(model.readout(cells=10**4, n_values=10**4))
     assert clock.now_ns == 3200 + 50_000 + 3200
     with pytest.raises(ValueError):
         clock.advance({Phase.ANALOG: -1})
