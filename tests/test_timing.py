@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from timing import LinkModel, Phase, SimClock, TimingModel
@@ -40,3 +42,97 @@ def test_analog_time_is_the_run_itself_and_the_clock_only_moves_forward() -> Non
     assert clock.now_ns == 3200 + 50_000 + 3200
     with pytest.raises(ValueError):
         clock.advance({Phase.ANALOG: -1})
+
+
+# --- the hybrid loop ----------------------------------------------------------------------------
+
+from timing.digital import ACCELERATORS, Measured, Roofline, Work  # noqa: E402
+from timing.optimizers import OPTIMIZERS, Problem, digital_work, estimate  # noqa: E402
+from timing.pipeline import IterationCosts, schedule  # noqa: E402
+from timing.report import breakdown_table, chrome_trace, schedule_spans  # noqa: E402
+
+UPLOAD = {Phase.TRANSFER_IN: 100, Phase.DAC: 10}
+READOUT = {Phase.ADC: 5, Phase.TRANSFER_OUT: 20}
+
+
+def steady_iteration(digital_ns: int, analog_ns: int, delay_ns: int = 0):  # type: ignore[no-untyped-def]
+    loop = schedule([IterationCosts(digital_ns, UPLOAD, analog_ns, READOUT, delay_ns)] * 6)
+    return loop, loop.iteration_ns[-1]
+
+
+def test_a_long_digital_step_hides_the_analog_run() -> None:
+    loop, iteration = steady_iteration(digital_ns=1000, analog_ns=300)
+    assert iteration == 100 + 1000 + 20  # transfer_in + digital + transfer_out
+    assert loop.dominant_phase() == Phase.DIGITAL
+    assert Phase.ANALOG not in {event.phase for event in loop.critical_path()}
+
+
+def test_a_short_digital_step_puts_the_analog_run_on_the_critical_path() -> None:
+    loop, iteration = steady_iteration(digital_ns=100, analog_ns=3000)
+    assert iteration == 100 + 10 + 3000 + 5 + 20
+    assert loop.dominant_phase() == Phase.ANALOG
+    assert [e.phase for e in loop.critical_path()] == [
+        Phase.TRANSFER_IN, Phase.DAC, Phase.ANALOG, Phase.ADC, Phase.TRANSFER_OUT]
+
+
+def test_the_delay_between_measurement_and_upload_is_explicit() -> None:
+    loop, iteration = steady_iteration(digital_ns=100, analog_ns=3000, delay_ns=500)
+    assert iteration == 500 + 100 + 10 + 3000  # t_d exceeds adc + transfer_out (25 ns)
+    delays = [e for e in loop.events if e.phase == Phase.DELAY]
+    assert len(delays) == 5 and all(e.duration_ns == 500 for e in delays)
+    _, short = steady_iteration(digital_ns=100, analog_ns=3000, delay_ns=10)
+    assert short == 100 + 10 + 3000 + 5 + 20  # a t_d shorter than the readout changes nothing
+
+
+def test_critical_path_is_a_gapless_chain_ending_at_the_estimate() -> None:
+    loop, _ = steady_iteration(digital_ns=700, analog_ns=650, delay_ns=200)
+    path = loop.critical_path()
+    assert path[-1].phase == Phase.TRANSFER_OUT
+    for before, after in zip(path, path[1:], strict=False):
+        assert after.cause is before and after.start_ns == before.end_ns
+    for lane in ("host", "device"):  # each does one thing at a time
+        spans = sorted((e.start_ns, e.end_ns) for e in loop.events
+                       if e.lane == lane and e.duration_ns)
+        assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:],
+                                                                         strict=False))
+
+
+def test_tngd_iteration_at_the_paper_settings() -> None:
+    """N = 1e4, b = 64, d_z = 10, t = 50 tau: 4.2 ms upload + 50 us analog + 3.2 us readout."""
+    problem = Problem(10**4)
+    tngd = estimate("tngd", problem, Roofline(ACCELERATORS["a100"]))
+    assert tngd.critical_ns[Phase.TRANSFER_IN] == pytest.approx(4.23e6, rel=0.01)
+    assert tngd.critical_ns[Phase.TRANSFER_OUT] == 3200
+    assert tngd.dominant == Phase.TRANSFER_IN
+    assert tngd.iteration_ns == sum(tngd.critical_ns.values())
+
+
+def test_digital_work_grows_as_the_papers_table_1() -> None:
+    """Exponent of N between N = 1e5 and 1e6 at b = 64, d_z = 10: 3 for NGD, 1 for the rest."""
+    expected = {"sgd": 1, "adam": 1, "ngd": 3, "ngd-cg": 1, "ngd-woodbury": 1, "tngd": 1}
+    for optimizer in OPTIMIZERS:
+        small, large = (digital_work(optimizer, Problem(n)).flops for n in (10**5, 10**6))
+        assert math.log10(large / small) == pytest.approx(expected[optimizer], abs=0.05)
+
+
+def test_roofline_and_measured_compute() -> None:
+    gpu = Roofline(ACCELERATORS["a100"])
+    assert gpu.ns(Work(19.5e12, 0)) == 10**9  # one second of peak FP32
+    assert gpu.ns(Work(0, 2.039e12)) == 10**9  # one second of memory traffic
+    assert Roofline(ACCELERATORS["a100"], efficiency=0.5).ns(Work(19.5e12, 0)) == 2 * 10**9
+    assert Measured(scale=0.1).ns(0.25) == 25_000_000
+    with pytest.raises(ValueError):
+        Measured(scale=0)
+
+
+def test_chrome_trace_and_breakdown() -> None:
+    loop, _ = steady_iteration(digital_ns=1000, analog_ns=300, delay_ns=50)
+    trace = chrome_trace(schedule_spans(loop))
+    boxes = [e for e in trace["traceEvents"] if e["ph"] == "X"]
+    assert {e["cat"] for e in boxes} == {"host", "device", "device-delay"}
+    digital = [e for e in boxes if e["name"] == "digital"]
+    assert len(digital) == 7 and digital[0]["dur"] == 1.0  # 1000 ns = 1 us
+    names = {e["args"]["name"] for e in trace["traceEvents"] if e["name"] == "thread_name"}
+    assert names == {"host", "device", "device-delay"}
+    table = breakdown_table({"analog": 750, "transfer_in": 250})
+    assert "75.0%" in table and "25.0%" in table and "1 us" in table

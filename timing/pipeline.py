@@ -1,0 +1,139 @@
+"""The hybrid digital-analog loop of TNGD as a schedule: who does what, when, and what waits.
+
+The loop is pipelined as in the TNGD paper's Fig. 1 and Eqs. 15-18, where the device solves with
+the gradient and curvature of the previous iterate: in iteration k the host uploads the factors
+it computed in iteration k-1, then computes the next ones while the device evolves, and finally
+reads the device's estimate back. Two lanes, each doing one thing at a time:
+
+    host:          transfer_in(k) ........ digital(k) ........ transfer_out(k)
+    device:                 dac(k)  analog(k)  adc(k)
+    device-delay:                             [t_d: the old drift goes on until upload k+1]
+
+Dependencies: dac after transfer_in; analog after dac; adc after analog; digital(k) after the
+estimate of iteration k-1 is back (it needs theta_k); transfer_out(k) after adc(k);
+transfer_in(k+1) after digital(k) and no sooner than t_d after the measurement (the end of
+analog(k)). So one iteration lasts transfer_in + max(digital, dac + analog + adc) + transfer_out
+when t_d is short: a digital step longer than the analog run hides it, a shorter one does not.
+All times are integer ns; nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from timing.model import Phase
+
+HOST, DEVICE = "host", "device"
+DELAY_LANE = "device-delay"  # the analog state drifting on while the device lane converts
+
+
+@dataclass(frozen=True)
+class IterationCosts:
+    """Durations of one iteration's phases, ns.
+
+    digital_ns: gradient and curvature factors on the host. upload: transfer_in and dac.
+    analog_ns: the analog run t. readout: adc and transfer_out. delay_ns: t_d, the least time
+    between a measurement and the next upload, during which the device keeps the old drift.
+    """
+
+    digital_ns: int
+    upload: dict[Phase, int]
+    analog_ns: int
+    readout: dict[Phase, int]
+    delay_ns: int = 0
+
+
+@dataclass(frozen=True)
+class Event:
+    """One phase of one iteration on one lane, [start_ns, end_ns)."""
+
+    lane: str
+    phase: Phase
+    iteration: int
+    start_ns: int
+    end_ns: int
+    cause: Event | None = None  # the event whose end fixed this one's start (None: time 0)
+
+    @property
+    def duration_ns(self) -> int:
+        return self.end_ns - self.start_ns
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The loop laid out in time. ``iteration_ns[k]``: from estimate k-1 back to estimate k."""
+
+    events: list[Event]
+    iteration_ns: list[int]
+
+    def critical_path(self, iteration: int = -1) -> list[Event]:
+        """The chain of events that fixed when ``iteration``'s estimate came back, in order."""
+        ends = [e for e in self.events if e.phase == Phase.TRANSFER_OUT]
+        end = ends[iteration]
+        since = ends[end.iteration - 1].end_ns if end.iteration > 0 else 0
+        path: list[Event] = []
+        event: Event | None = end
+        while event is not None and event.end_ns > since:
+            path.append(event)
+            event = event.cause
+        return path[::-1]
+
+    def dominant_phase(self, iteration: int = -1) -> Phase:
+        """The phase with the most time on ``iteration``'s critical path."""
+        totals: dict[Phase, int] = {}
+        for event in self.critical_path(iteration):
+            totals[event.phase] = totals.get(event.phase, 0) + event.duration_ns
+        return max(totals, key=lambda phase: totals[phase])
+
+    def phase_totals(self) -> dict[Phase, int]:
+        """Time spent in each phase over the whole schedule, ns (overlapping phases both count)."""
+        totals: dict[Phase, int] = {}
+        for event in self.events:
+            totals[event.phase] = totals.get(event.phase, 0) + event.duration_ns
+        return totals
+
+    @property
+    def total_ns(self) -> int:
+        return max(event.end_ns for event in self.events)
+
+
+def schedule(costs: Sequence[IterationCosts]) -> Schedule:
+    """Lay out ``len(costs)`` iterations; the first digital step (iteration -1) starts at 0."""
+    events: list[Event] = []
+
+    def place(lane: str, phase: Phase, k: int, duration: int,
+              *after: Event | tuple[int, Event] | None) -> Event:
+        """Start at the latest of the given events' ends (or explicit (time, cause) pairs)."""
+        start, cause = 0, None
+        for item in after:
+            if item is None:
+                continue
+            time, source = (item.end_ns, item) if isinstance(item, Event) else item
+            if time > start:
+                start, cause = time, source
+        event = Event(lane, phase, k, start, start + duration, cause)
+        events.append(event)
+        return event
+
+    digital = place(HOST, Phase.DIGITAL, -1, costs[0].digital_ns)
+    host_last: Event = digital
+    estimate: Event | None = None  # transfer_out of the previous iteration
+    measurement: Event | None = None  # analog of the previous iteration
+    device_last: Event | None = None
+    iteration_ns = []
+    for k, cost in enumerate(costs):
+        delay = None
+        if measurement is not None and cost.delay_ns:
+            delay = place(DELAY_LANE, Phase.DELAY, k - 1, cost.delay_ns, measurement)
+        upload = place(HOST, Phase.TRANSFER_IN, k, cost.upload.get(Phase.TRANSFER_IN, 0),
+                       host_last, digital, delay)
+        dac = place(DEVICE, Phase.DAC, k, cost.upload.get(Phase.DAC, 0), upload, device_last)
+        analog = place(DEVICE, Phase.ANALOG, k, cost.analog_ns, dac)
+        adc = place(DEVICE, Phase.ADC, k, cost.readout.get(Phase.ADC, 0), analog)
+        digital = place(HOST, Phase.DIGITAL, k, cost.digital_ns, upload, estimate)
+        download = place(HOST, Phase.TRANSFER_OUT, k, cost.readout.get(Phase.TRANSFER_OUT, 0),
+                         digital, adc)
+        iteration_ns.append(download.end_ns - (estimate.end_ns if estimate else 0))
+        host_last, device_last, estimate, measurement = download, adc, download, analog
+    return Schedule(events, iteration_ns)
