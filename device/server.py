@@ -122,8 +122,7 @@ class DeviceServer:
             self._handle(envelope, body)
         except Exception as exc:  # a daemon bug: report it, keep serving
             log.exception("failed to handle a request")
-            self._reply(envelope, None, error=ProtocolError(
-                ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"))
+            self._reply(envelope, None, error=_internal("a request", exc))
 
     def _handle(self, envelope: list[Any], body: list[Any]) -> None:
         request_id = None
@@ -138,7 +137,13 @@ class DeviceServer:
             self._reply(envelope, request_id, error=error)
             return
         if request.op in _IMMEDIATE_OPS:
-            self._reply(envelope, request.id, result=self._answer_immediately(request.op))
+            try:
+                result = self._answer_immediately(request.op)
+            except Exception as exc:  # a daemon bug: report it, keep serving
+                log.exception("op %s (id %s) failed", request.op, request.id)
+                self._reply(envelope, request.id, error=_internal(request.op, exc))
+                return
+            self._reply(envelope, request.id, result=result)
             return
         try:
             self._jobs.put_nowait(_Job(envelope, request, args))
@@ -230,20 +235,19 @@ class DeviceServer:
             return
         self._busy_with = request.op
         started, clock_before = time.perf_counter(), self.spu.clock.now_ns
+        result, arrays, error = None, None, None
         try:
             result, arrays = self._dispatch(request, job.args)
-            self._reply(job.envelope, request.id, result=result, arrays=arrays, socket=replies)
-        except ProtocolError as error:
-            self._reply(job.envelope, request.id, error=error, socket=replies)
+        except ProtocolError as failure:
+            error = failure
         except Exception as exc:  # a daemon bug: report it, keep serving
             log.exception("op %s (id %s) failed", request.op, request.id)
-            self._reply(job.envelope, request.id, socket=replies, error=ProtocolError(
-                ErrorCode.INTERNAL, f"internal error in {request.op}: {type(exc).__name__}: "
-                f"{exc}"))
-        finally:
-            self._busy_with = None
-            log.debug("op %s id %s: %.2f ms wall, +%d ns device time", request.op, request.id,
-                      (time.perf_counter() - started) * 1e3, self.spu.clock.now_ns - clock_before)
+            error = _internal(request.op, exc)
+        self._busy_with = None  # before the reply, so a status that follows it sees idle
+        self._reply(job.envelope, request.id, result=result, arrays=arrays, error=error,
+                    socket=replies)
+        log.debug("op %s id %s: %.2f ms wall, +%d ns device time", request.op, request.id,
+                  (time.perf_counter() - started) * 1e3, self.spu.clock.now_ns - clock_before)
 
     def _dispatch(self, request: Request, args: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         spu, arrays = self.spu, request.arrays
@@ -261,3 +265,8 @@ class DeviceServer:
             case "reset":
                 return spu.reset()
         raise AssertionError(f"op {request.op} has no handler")
+
+
+def _internal(what: str, exc: Exception) -> ProtocolError:
+    return ProtocolError(ErrorCode.INTERNAL, f"internal error in {what}: {type(exc).__name__}: "
+                         f"{exc}")

@@ -3,6 +3,7 @@
     spu serve [options]        run the device daemon (same as ``python -m device serve``)
     spu status --connect URL   show a running daemon's identity, configuration and state
     spu demo                   start a private daemon and solve a linear system on it
+    spu timing                 per-iteration time of TNGD and digital optimizers versus N
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import os
 import sys
 
 from host.errors import DeviceError
+from timing import PROFILES
+from timing.digital import ACCELERATORS, Roofline
+from timing.optimizers import Problem
 
 EPILOG = ("The device daemon and the host library meet only on the wire (docs/protocol.md). "
           "See README.md for the architecture.")
@@ -36,6 +40,33 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--t-sample", type=float, default=1000.0,
                       help="sampling time, units of tau")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--trace", metavar="PATH",
+                      help="write the device's timeline as Chrome Trace JSON (Perfetto)")
+    timing = commands.add_parser(
+        "timing", help="per-iteration time of TNGD and the digital optimizers versus N",
+        description="Estimate one training iteration of SGD, Adam, exact NGD, NGD-CG, "
+                    "NGD-Woodbury and TNGD from the timing model (docs/timing.md): a roofline "
+                    "bound for the digital work on a named accelerator, and the pipelined "
+                    "host-device loop for TNGD.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    timing.add_argument("--sizes", type=float, nargs="+", default=[1e3, 1e4, 1e5, 1e6],
+                        metavar="N", help="numbers of parameters")
+    timing.add_argument("--batch", type=int, default=64, help="batch size b")
+    timing.add_argument("--outputs", type=int, default=10, help="output dimension d_z")
+    timing.add_argument("--cg-iterations", type=int, default=200, help="c of NGD-CG")
+    timing.add_argument("--analog-tau", type=float, default=50.0,
+                        help="TNGD analog time t, units of tau")
+    timing.add_argument("--delay-tau", type=float, default=0.0, help="TNGD delay t_d, tau")
+    timing.add_argument("--accelerator", choices=sorted(ACCELERATORS), default="a100")
+    timing.add_argument("--efficiency", type=float, default=1.0,
+                        help="fraction of the accelerator's peaks reached")
+    timing.add_argument("--call-latency-us", type=float, default=0.0,
+                        help="latency of each sequential model call (kernel launches)")
+    timing.add_argument("--profile", choices=sorted(PROFILES), default="tngd-paper",
+                        help="device timing profile")
+    timing.add_argument("--plot", metavar="PNG", help="write a log-log plot")
+    timing.add_argument("--trace", metavar="JSON",
+                        help="write a Chrome trace of 5 TNGD iterations at the largest N")
     return parser
 
 
@@ -48,13 +79,43 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "status":
             return _status(args.connect, args.timeout)
+        if args.command == "timing":
+            return _timing(args)
         from host.demo import run_demo
 
-        run_demo(n=args.n, condition=args.condition, t_sample=args.t_sample, seed=args.seed)
+        run_demo(n=args.n, condition=args.condition, t_sample=args.t_sample, seed=args.seed,
+                 trace=args.trace)
         return 0
     except DeviceError as error:
         print(f"spu: {error}", file=sys.stderr)
         return 1
+
+
+def _timing(args: argparse.Namespace) -> int:
+    from host import timing_report
+
+    problem = Problem(n_params=int(args.sizes[-1]), batch=args.batch, outputs=args.outputs,
+                      cg_iterations=args.cg_iterations, analog_tau=args.analog_tau,
+                      delay_tau=args.delay_tau)
+    digital = Roofline(ACCELERATORS[args.accelerator], args.efficiency,
+                       args.call_latency_us * 1e3)
+    comparison = timing_report.compare([int(n) for n in args.sizes], problem, digital,
+                                       args.profile)
+    print(f"Time per iteration: b = {args.batch}, d_z = {args.outputs}, c = "
+          f"{args.cg_iterations}, t = {args.analog_tau:g} tau, t_d = {args.delay_tau:g} tau; "
+          f"digital work at {args.efficiency:g} x the roofline of "
+          f"{digital.accelerator.name}, {args.call_latency_us:g} us per sequential model call; "
+          f"device profile {args.profile}.\n")
+    print(timing_report.table(comparison))
+    print("\nTNGD, time per phase on the critical path:\n")
+    print(timing_report.tngd_breakdown(comparison))
+    if args.plot:
+        title = (f"b={args.batch}, d_z={args.outputs}, t={args.analog_tau:g}τ, "
+                 f"{digital.accelerator.name} roofline, {args.profile}")
+        print(f"\nplot: {timing_report.plot(comparison, args.plot, title)}")
+    if args.trace:
+        print(f"trace: {timing_report.write_tngd_trace(problem, digital, args.trace, args.profile)}")
+    return 0
 
 
 def _status(endpoint: str, timeout: float) -> int:

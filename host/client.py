@@ -18,6 +18,7 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from host.daemon import DaemonProcess
 from host.errors import DeviceRestarted, InvalidRequest, error_from_reply
 from host.transport import Transport
 from protocol import ErrorCode, Reply, spec_for
+from timing.report import Span, write_chrome_trace
 
 # Safety factor on the daemon's own kernel speed when sizing a call's timeout.
 _WORK_TIMEOUT_FACTOR = 20.0
@@ -75,6 +77,7 @@ class Device:
         self._integrator: str | None = None
         self._ready = False  # the programmed matrix passed a run's checks
         self._phase_ns: dict[str, int] = {}
+        self._timeline: list[Span] = []
 
     @classmethod
     def connect(cls, endpoint: str, *, timeout: float = 10.0, retries: int = 2) -> Device:
@@ -146,6 +149,15 @@ class Device:
     def phase_ns(self) -> dict[str, int]:
         """Simulated device time spent per phase (transfer_in, analog, ...) by this client, ns."""
         return dict(self._phase_ns)
+
+    @property
+    def timeline(self) -> list[Span]:
+        """Every phase of device time this client caused, in simulated time (for traces)."""
+        return list(self._timeline)
+
+    def write_trace(self, path: str | Path) -> Path:
+        """Write :attr:`timeline` as Chrome Trace Event JSON (opens in Perfetto)."""
+        return write_chrome_trace(self._timeline, path)
 
     @property
     def tau_ns(self) -> int:
@@ -247,6 +259,16 @@ class Device:
             work += 10 * n2 * self._n
         return _WORK_TIMEOUT_FACTOR * per_cell_step * work
 
+    def _record_timing(self, op: str, reply: Reply) -> None:
+        """Add a reply's phases (laid out in order, ending at the reply's clock) to the totals
+        and the timeline."""
+        timing = {phase: int(ns) for phase, ns in reply.result.get("timing", {}).items()}
+        start = self._sim_time_ns - sum(timing.values())
+        for phase, ns in timing.items():
+            self._phase_ns[phase] = self._phase_ns.get(phase, 0) + ns
+            self._timeline.append(Span("device", phase, start, start + ns, {"op": op}))
+            start += ns
+
     def _check_frame_sizes(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Refuse locally what the daemon's transport would drop without a reply."""
         limit = self._info.get("limits", {}).get("max_frame_bytes")
@@ -265,8 +287,7 @@ class Device:
         reply = self._transport.call(op, args, arrays, timeout=self.timeout + extra_timeout,
                                      retries=retries)
         self._sim_time_ns = int(reply.device.get("sim_time_ns", self._sim_time_ns))
-        for phase, ns in reply.result.get("timing", {}).items():
-            self._phase_ns[phase] = self._phase_ns.get(phase, 0) + int(ns)
+        self._record_timing(op, reply)
         boot_id = reply.device.get("boot_id")
         if self._boot_id is not None and boot_id != self._boot_id:
             self._boot_id = boot_id

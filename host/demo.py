@@ -11,6 +11,7 @@ import numpy as np
 from host import linalg
 from host.client import Device
 from host.progress import ProgressBar
+from timing.report import breakdown_table
 
 
 def demo_problem(n: int, condition: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -22,8 +23,11 @@ def demo_problem(n: int, condition: float, seed: int) -> tuple[np.ndarray, np.nd
 
 
 def run_demo(n: int = 32, condition: float = 10.0, t_burn: float = 50.0,
-             t_sample: float = 1000.0, seed: int = 0, out: TextIO = sys.stdout) -> float:
-    """Print the demo's report; returns the relative error of the device's solution."""
+             t_sample: float = 1000.0, seed: int = 0, trace: str | None = None,
+             out: TextIO = sys.stdout) -> float:
+    """Print the demo's report; returns the relative error of the device's solution.
+
+    ``trace``: a path to write the device's timeline to, as Chrome Trace JSON."""
     A, b = demo_problem(n, condition, seed)
     started = time.perf_counter()
     with Device.spawn() as device:
@@ -34,6 +38,8 @@ def run_demo(n: int = 32, condition: float = 10.0, t_burn: float = 50.0,
         with ProgressBar("sampling", total=10) as bar:
             result = linalg.solve(device, A, b, t_burn=t_burn, t_sample=t_sample, seed=seed,
                                   progress=bar.update)
+        if trace:
+            print(f"  device timeline written to {device.write_trace(trace)}", file=out)
     host_seconds = time.perf_counter() - started
     exact = np.linalg.solve(A, b)  # the digital reference, for the comparison only
     shown = min(n, 8)
@@ -48,8 +54,6 @@ def run_demo(n: int = 32, condition: float = 10.0, t_burn: float = 50.0,
     print(f"\n  relative error ||x - x*|| / ||x*||  {relative:.2e}  (estimated from the "
           f"samples: {result.error_estimate / np.linalg.norm(exact):.2e})", file=out)
     print(f"  samples averaged                   {result.samples}", file=out)
-    phases = ", ".join(f"{phase} {ns / 1e3:.1f} us" for phase, ns in result.phase_ns.items())
-    print(f"  simulated device time              {result.device_time_ns / 1e3:.1f} us "
-          f"({phases})", file=out)
+    print(f"  simulated device time, per phase:\n{breakdown_table(result.phase_ns)}", file=out)
     print(f"  host wall time (incl. daemon start) {host_seconds:.1f} s", file=out)
     return relative

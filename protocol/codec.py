@@ -109,11 +109,11 @@ def decode_request(frames: Sequence[Frame]) -> Request:
         op = header.get("op")
         if not isinstance(op, str):
             raise ProtocolError(ErrorCode.BAD_MESSAGE, "header field 'op' must be a string")
-        args = header.get("args") or {}
+        args = _absent_as(header.get("args"), {})
         if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
             raise ProtocolError(ErrorCode.BAD_MESSAGE,
                                 "header field 'args' must be a map with string keys")
-        arrays = _decode_arrays(header.get("arrays") or [], frames[1:])
+        arrays = _decode_arrays(_absent_as(header.get("arrays"), []), frames[1:])
         return Request(id=request_id, op=op, args=args, arrays=arrays)
     except ProtocolError as error:
         raise MalformedRequest(error, request_id) from None
@@ -130,9 +130,14 @@ def decode_reply(frames: Sequence[Frame]) -> Reply:
     error = header.get("error")
     if not ok and not (isinstance(error, dict) and isinstance(error.get("code"), str)):
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "error reply lacks 'error.code'")
-    arrays = _decode_arrays(header.get("arrays") or [], frames[1:])
+    arrays = _decode_arrays(_absent_as(header.get("arrays"), []), frames[1:])
     return Reply(id=header.get("id"), ok=ok, result=header.get("result") or {},
                  error=error if not ok else None, device=header["device"], arrays=arrays)
+
+
+def _absent_as(value: Any, empty: Any) -> Any:
+    """An optional header field: nil or absent means ``empty``."""
+    return empty if value is None else value
 
 
 def _pack(header: Mapping[str, Any]) -> bytes:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from timing import LinkModel, Phase, SimClock, TimingModel
+from timing import ConverterModel, LinkModel, Phase, SimClock, TimingModel
 
 
 def tngd_upload_values(n: int, batch: int = 64, outputs: int = 10) -> int:
@@ -136,3 +136,20 @@ def test_chrome_trace_and_breakdown() -> None:
     assert names == {"host", "device", "device-delay"}
     table = breakdown_table({"analog": 750, "transfer_in": 250})
     assert "75.0%" in table and "25.0%" in table and "1 us" in table
+
+
+@pytest.mark.parametrize("bad", [{"conversion_ns": math.nan}, {"settle_tau_ns": math.inf},
+                                 {"channels": -1}, {"bits": 0}])
+def test_converter_parameters_are_validated(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        ConverterModel(**bad)  # type: ignore[arg-type]
+
+
+def test_call_latency_counts_sequential_model_calls() -> None:
+    """NGD-CG's 2c sequential products pay the latency 2c times; one SGD step pays it twice."""
+    slow = Roofline(ACCELERATORS["a100"], call_latency_ns=10_000)
+    fast = Roofline(ACCELERATORS["a100"])
+    problem = Problem(10**4, cg_iterations=200)
+    for optimizer, calls in (("sgd", 2), ("ngd-cg", 2 + 400)):
+        work = digital_work(optimizer, problem)
+        assert slow.ns(work) - fast.ns(work) == pytest.approx(calls * 10_000, abs=1)

@@ -1,8 +1,8 @@
 """The digital side's compute time: measured on the host and scaled, or a roofline estimate.
 
 A roofline estimate of a piece of work is max(flops / peak, bytes / memory bandwidth) on a named
-accelerator: a lower bound that ignores kernel-launch latency and imperfect utilisation
-(``efficiency`` < 1 scales the peaks down). A measured time is the host's own wall time of the
+accelerator, plus a fixed latency per sequential model call (kernel launches; 0 by default): a
+lower bound unless ``efficiency`` < 1 scales the peaks down and the latency is set. A measured time is the host's own wall time of the
 step times a stated factor (e.g. the ratio of the target accelerator's speed to this host's).
 """
 
@@ -14,16 +14,18 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Work:
-    """Floating-point operations and bytes moved to or from memory by one piece of work."""
+    """Floating-point operations, bytes moved to or from memory, and sequential model calls
+    (forward or backward passes that cannot run in parallel) of one piece of work."""
 
     flops: float
     bytes: float
+    calls: int = 0
 
     def __add__(self, other: Work) -> Work:
-        return Work(self.flops + other.flops, self.bytes + other.bytes)
+        return Work(self.flops + other.flops, self.bytes + other.bytes, self.calls + other.calls)
 
-    def __mul__(self, times: float) -> Work:
-        return Work(self.flops * times, self.bytes * times)
+    def __mul__(self, times: int) -> Work:
+        return Work(self.flops * times, self.bytes * times, self.calls * times)
 
     __rmul__ = __mul__
 
@@ -53,19 +55,24 @@ ACCELERATORS: dict[str, Accelerator] = {
 
 @dataclass(frozen=True)
 class Roofline:
-    """Compute time as a roofline bound on ``accelerator``, at ``efficiency`` of its peaks."""
+    """Compute time as a roofline bound on ``accelerator``, at ``efficiency`` of its peaks, plus
+    ``call_latency_ns`` for each sequential model call."""
 
     accelerator: Accelerator
     efficiency: float = 1.0
+    call_latency_ns: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0 < self.efficiency <= 1:
             raise ValueError(f"efficiency must be in (0, 1], got {self.efficiency}")
+        if not 0 <= self.call_latency_ns < math.inf:
+            raise ValueError(f"call_latency_ns must be >= 0, got {self.call_latency_ns}")
 
     def ns(self, work: Work) -> int:
         a, e = self.accelerator, self.efficiency
         return math.ceil(max(work.flops / (a.peak_flops * e),
-                             work.bytes / (a.memory_bandwidth * e)) * 1e9)
+                             work.bytes / (a.memory_bandwidth * e)) * 1e9
+                         + work.calls * self.call_latency_ns)
 
 
 @dataclass(frozen=True)

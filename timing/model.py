@@ -40,7 +40,8 @@ class LinkModel:
     latency_ns: int = 0
 
     def __post_init__(self) -> None:
-        if self.bits_per_value <= 0 or not self.bandwidth_bps > 0 or self.latency_ns < 0:
+        if (self.bits_per_value <= 0 or not 0 < self.bandwidth_bps < math.inf
+                or self.latency_ns < 0):
             raise ValueError(f"invalid link parameters: {self}")
 
     def transfer_ns(self, n_values: int) -> int:
@@ -67,7 +68,8 @@ class ConverterModel:
     settle_tau_ns: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.bits <= 0 or self.conversion_ns < 0 or self.channels < 0 or self.settle_tau_ns < 0:
+        if (self.bits <= 0 or self.channels < 0
+                or not 0 <= self.conversion_ns < math.inf or not 0 <= self.settle_tau_ns < math.inf):
             raise ValueError(f"invalid converter parameters: {self}")
 
     def settle_ns(self) -> float:

@@ -50,13 +50,13 @@ class Problem:
 
 def gradient_work(p: Problem) -> Work:
     """Forward and backward pass over the batch."""
-    return Work(6 * p.batch * p.n_params, FLOAT_BYTES * 3 * p.n_params)
+    return Work(6 * p.batch * p.n_params, FLOAT_BYTES * 3 * p.n_params, calls=2)
 
 
 def jacobian_work(p: Problem) -> Work:
     """Per-sample output Jacobian J_f (m x N): one forward, m vector-Jacobian products."""
     n, m = p.n_params, p.rows
-    return Work(2 * p.batch * n + 4 * m * n, FLOAT_BYTES * m * n)
+    return Work(2 * p.batch * n + 4 * m * n, FLOAT_BYTES * m * n, calls=2)  # vmapped
 
 
 def digital_work(optimizer: str, p: Problem) -> Work:
@@ -72,7 +72,7 @@ def digital_work(optimizer: str, p: Problem) -> Work:
             return (grad + jacobian_work(p) + Work(2 * m * m * n + 2 * m * n * n, 0)
                     + Work(n**3 / 3 + 2 * n * n, FLOAT_BYTES * 3 * n * n))
         case "ngd-cg":  # c GGN-vector products (a JVP and a VJP each) and CG vector updates
-            return grad + c * Work(8 * b * n + 10 * n, FLOAT_BYTES * 6 * n)
+            return grad + c * Work(8 * b * n + 10 * n, FLOAT_BYTES * 6 * n, calls=2)
         case "ngd-woodbury":  # V = H J, I + V U / lambda, its factorisation, then apply
             return (grad + jacobian_work(p)
                     + Work(4 * m * m * n + m**3 / 3 + 4 * m * n,
