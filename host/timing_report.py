@@ -45,14 +45,16 @@ def table(comparison: Comparison) -> str:
 
 
 def tngd_breakdown(comparison: Comparison) -> str:
-    """Markdown: TNGD's critical path per phase at each size, and the dominant phase."""
+    """Markdown: TNGD's critical path per phase at each size ("-": off the path), and the
+    dominant phase."""
     phases = [Phase.DIGITAL, Phase.TRANSFER_IN, Phase.DAC, Phase.ANALOG, Phase.ADC,
               Phase.TRANSFER_OUT, Phase.DELAY]
     shown = [p for p in phases if any(p in e.critical_ns for e in comparison.estimates["tngd"])]
     header = ["N", *(p.value for p in shown), "iteration", "dominant"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for n, e in zip(comparison.sizes, comparison.estimates["tngd"], strict=True):
-        cells = [f"{n:.0e}", *(format_ns(e.critical_ns.get(p, 0)) for p in shown),
+        cells = [f"{n:.0e}",
+                 *(format_ns(e.critical_ns[p]) if p in e.critical_ns else "-" for p in shown),
                  format_ns(e.iteration_ns), e.dominant.value]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -113,6 +113,7 @@ def estimate(optimizer: str, p: Problem, digital: Roofline,
     loop = schedule([tngd_costs(p, digital_ns, device or TimingModel())] * iterations)
     critical: dict[Phase, int] = {}
     for event in loop.critical_path():
-        critical[event.phase] = critical.get(event.phase, 0) + event.duration_ns
+        if event.duration_ns:
+            critical[event.phase] = critical.get(event.phase, 0) + event.duration_ns
     return IterationEstimate(optimizer, loop.iteration_ns[-1], critical,
                              loop.dominant_phase(), loop)
