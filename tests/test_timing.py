@@ -153,3 +153,16 @@ def test_call_latency_counts_sequential_model_calls() -> None:
     for optimizer, calls in (("sgd", 2), ("ngd-cg", 2 + 400)):
         work = digital_work(optimizer, problem)
         assert slow.ns(work) - fast.ns(work) == pytest.approx(calls * 10_000, abs=1)
+
+
+def test_the_loop_clock_advances_one_iteration_at_a_time() -> None:
+    """Iterations with different digital times, added one by one, as a training loop would."""
+    from timing.pipeline import LoopClock
+
+    costs = [IterationCosts(d, UPLOAD, 300, READOUT) for d in (1000, 50, 2000, 50)]
+    clock = LoopClock()
+    took = [clock.add(cost) for cost in costs]
+    assert took == schedule(costs).iteration_ns
+    assert clock.now_ns == sum(took) == clock.schedule.total_ns
+    assert took[3] == 100 + max(50, 10 + 300 + 5) + 20  # a short digital step: analog-bound
+    assert took[2] == 100 + 2000 + 20  # a long one hides the analog run

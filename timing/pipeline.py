@@ -98,42 +98,64 @@ class Schedule:
         return max(event.end_ns for event in self.events)
 
 
-def schedule(costs: Sequence[IterationCosts]) -> Schedule:
-    """Lay out ``len(costs)`` iterations; the first digital step (iteration -1) starts at 0."""
-    events: list[Event] = []
+class LoopClock:
+    """The loop's clock, one iteration at a time: :meth:`add` places an iteration's phases
+    after the previous ones and returns the time it took, ns.
 
-    def place(lane: str, phase: Phase, k: int, duration: int,
-              *after: Event | tuple[int, Event] | None) -> Event:
-        """Start at the latest of the given events' ends (or explicit (time, cause) pairs)."""
-        start, cause = 0, None
-        for item in after:
-            if item is None:
-                continue
-            time, source = (item.end_ns, item) if isinstance(item, Event) else item
-            if time > start:
-                start, cause = time, source
-        event = Event(lane, phase, k, start, start + duration, cause)
-        events.append(event)
-        return event
+    The first digital step (iteration -1, the factors uploaded by iteration 0) is placed at
+    time 0 with the first iteration's ``digital_ns``. :attr:`schedule` is everything so far.
+    """
 
-    digital = place(HOST, Phase.DIGITAL, -1, costs[0].digital_ns)
-    host_last: Event = digital
-    estimate: Event | None = None  # transfer_out of the previous iteration
-    measurement: Event | None = None  # analog of the previous iteration
-    device_last: Event | None = None
-    iteration_ns = []
-    for k, cost in enumerate(costs):
+    def __init__(self) -> None:
+        self.schedule = Schedule([], [])
+        self._digital: Event | None = None  # the latest digital step
+        self._estimate: Event | None = None  # transfer_out of the previous iteration
+        self._measurement: Event | None = None  # analog of the previous iteration
+        self._device: Event | None = None  # the device lane's latest event
+
+    @property
+    def now_ns(self) -> int:
+        """When the latest estimate came back (0 before the first iteration)."""
+        return self._estimate.end_ns if self._estimate else 0
+
+    def add(self, cost: IterationCosts) -> int:
+        """Place one iteration; returns its time, from the previous estimate to this one."""
+        k = len(self.schedule.iteration_ns)
+        if self._digital is None:
+            self._digital = self._place(HOST, Phase.DIGITAL, -1, cost.digital_ns)
         delay = None
-        if measurement is not None and cost.delay_ns:
-            delay = place(DELAY_LANE, Phase.DELAY, k - 1, cost.delay_ns, measurement)
-        upload = place(HOST, Phase.TRANSFER_IN, k, cost.upload.get(Phase.TRANSFER_IN, 0),
-                       host_last, digital, delay)
-        dac = place(DEVICE, Phase.DAC, k, cost.upload.get(Phase.DAC, 0), upload, device_last)
-        analog = place(DEVICE, Phase.ANALOG, k, cost.analog_ns, dac)
-        adc = place(DEVICE, Phase.ADC, k, cost.readout.get(Phase.ADC, 0), analog)
-        digital = place(HOST, Phase.DIGITAL, k, cost.digital_ns, upload, estimate)
-        download = place(HOST, Phase.TRANSFER_OUT, k, cost.readout.get(Phase.TRANSFER_OUT, 0),
-                         digital, adc)
-        iteration_ns.append(download.end_ns - (estimate.end_ns if estimate else 0))
-        host_last, device_last, estimate, measurement = download, adc, download, analog
-    return Schedule(events, iteration_ns)
+        if self._measurement is not None and cost.delay_ns:
+            delay = self._place(DELAY_LANE, Phase.DELAY, k - 1, cost.delay_ns, self._measurement)
+        upload = self._place(HOST, Phase.TRANSFER_IN, k, cost.upload.get(Phase.TRANSFER_IN, 0),
+                             self._estimate, self._digital, delay)
+        dac = self._place(DEVICE, Phase.DAC, k, cost.upload.get(Phase.DAC, 0), upload,
+                          self._device)
+        analog = self._place(DEVICE, Phase.ANALOG, k, cost.analog_ns, dac)
+        adc = self._place(DEVICE, Phase.ADC, k, cost.readout.get(Phase.ADC, 0), analog)
+        self._digital = self._place(HOST, Phase.DIGITAL, k, cost.digital_ns, upload,
+                                    self._estimate)
+        download = self._place(HOST, Phase.TRANSFER_OUT, k,
+                               cost.readout.get(Phase.TRANSFER_OUT, 0), self._digital, adc)
+        took = download.end_ns - self.now_ns
+        self.schedule.iteration_ns.append(took)
+        self._device, self._estimate, self._measurement = adc, download, analog
+        return took
+
+    def _place(self, lane: str, phase: Phase, k: int, duration: int,
+               *after: Event | None) -> Event:
+        """Start at the latest end of the given events (no earlier than 0)."""
+        start, cause = 0, None
+        for event in after:
+            if event is not None and event.end_ns > start:
+                start, cause = event.end_ns, event
+        placed = Event(lane, phase, k, start, start + duration, cause)
+        self.schedule.events.append(placed)
+        return placed
+
+
+def schedule(costs: Sequence[IterationCosts]) -> Schedule:
+    """Lay out ``len(costs)`` iterations of the loop (see :class:`LoopClock`)."""
+    clock = LoopClock()
+    for cost in costs:
+        clock.add(cost)
+    return clock.schedule
