@@ -29,6 +29,7 @@ from device.transition import exact_transition
 SIZES = (64, 256, 1024)
 THREADS = (1, 2)
 TARGET_N, TARGET = 1024, 0.5
+FACTORED_N, FACTORED_M = 10_000, 640  # the TNGD paper's example: N = 1e4, b d_z = 640
 
 
 @functools.lru_cache(maxsize=None)
@@ -41,7 +42,7 @@ def _problem(n: int, config: DeviceConfig) -> dict[str, object]:
     lam, V = np.linalg.eigh(A)
     t = exact_transition(lam, V, config.kappa0, config.sample_interval_ns / config.tau_ns)
     x = np.linalg.solve(A, b)  # start at the mean: no transient
-    return {"A": A, "b": b, "x": x, "decay": t.decay, "noise_sd": t.noise_sd,
+    return {"A": A, "b": b, "x": x, "V": t.eigenvectors, "decay": t.decay, "noise_sd": t.noise_sd,
             "drive": t.drive_gain * (V.T @ b), "y": V.T @ x}
 
 
@@ -61,7 +62,8 @@ def _workloads(n: int, config: DeviceConfig) -> tuple[dict[str, Work], dict[str,
     rng = np.random.default_rng(0)
     x_em, y_ou, x_ref = p["x"].copy(), p["y"].copy(), p["x"].copy()
     y = np.empty(n)
-    sum_em, sum_ou, no_second = np.zeros(n), np.zeros(n), np.zeros((0, 0))
+    sums_em, sums_ou = (np.zeros(n), np.zeros((0, 0))), (np.zeros(n), np.zeros((0, 0)))
+    V, adc = p["V"], kernels.ideal_adc(n)
 
     def matvec(count: int) -> None:
         dot = np.dot
@@ -70,12 +72,12 @@ def _workloads(n: int, config: DeviceConfig) -> tuple[dict[str, Work], dict[str,
 
     def euler_maruyama(count: int) -> None:  # count = sample intervals
         _completed(kernels.euler_maruyama_run(A, b, x_em, h, noise_scale, count,
-                                              steps_per_sample, rng, True, False, sum_em,
-                                              no_second), count)
+                                              steps_per_sample, rng, True, False, sums_em,
+                                              adc), count)
 
     def exact(count: int) -> None:  # count = steps = sample intervals
-        _completed(kernels.exact_modal_run(decay, drive, noise_sd, y_ou, count, rng, True, False,
-                                           sum_ou, no_second), count)
+        _completed(kernels.exact_modal_run(decay, drive, noise_sd, y_ou, V, count, rng, True,
+                                           False, sums_ou, adc), count)
 
     works = {"matvec": matvec, "euler_maruyama": euler_maruyama, "exact": exact}
     steps_per_unit = {"matvec": 1, "euler_maruyama": steps_per_sample, "exact": 1}
@@ -89,6 +91,14 @@ def _blas_threads() -> list[int]:
 
 def measure(reps: int = 5, min_seconds: float = 0.2, sizes=SIZES, threads=THREADS,
             retries: int = 1) -> list[Row]:
+    """Both dense integrators at ``sizes``, then the factored one at the paper's size."""
+    return (measure_dense(reps, min_seconds, sizes, threads, retries)
+            + measure_factored(reps=reps, min_seconds=min_seconds, threads=threads,
+                               retries=retries))
+
+
+def measure_dense(reps: int = 5, min_seconds: float = 0.2, sizes=SIZES, threads=THREADS,
+                  retries: int = 1) -> list[Row]:
     config = DeviceConfig()
     kernels.warm_up()  # compile or load from numba's cache
     rows = []
@@ -106,6 +116,43 @@ def measure(reps: int = 5, min_seconds: float = 0.2, sizes=SIZES, threads=THREAD
                     rows.append(Row("kernel", f"{name} N={n} blas={count}", cell_steps[name],
                                     cell_steps["matvec"], "cell-steps/s", target=target,
                                     foreign_cores=load.cores, steal_cores=load.steal))
+    return rows
+
+
+def measure_factored(n: int = FACTORED_N, m: int = FACTORED_M, reps: int = 5,
+                     min_seconds: float = 0.2, threads=THREADS, retries: int = 1) -> list[Row]:
+    """The factored Euler-Maruyama kernel ((J^T H J + lambda I) x - b, never forming the N x N
+    matrix) against numpy doing the same three matvecs (J x, H (J x), J^T (...)) per step."""
+    rng = np.random.default_rng(1)
+    J = rng.standard_normal((m, n)) / np.sqrt(n)
+    H = np.eye(m) / m
+    damping, b = np.full(n, 1.0), rng.standard_normal(n)
+    x, ref = np.zeros(n), np.zeros(n)
+    sums, adc = (np.zeros(n), np.zeros((0, 0))), kernels.ideal_adc(n)
+    jx, hjx, out = np.empty(m), np.empty(m), np.empty(n)
+
+    def factored(count: int) -> None:
+        _completed(kernels.euler_maruyama_factored_run(J, H, damping, b, x, 0.1, 0.01, count, 1,
+                                                       rng, True, False, sums, adc), count)
+
+    def matvecs(count: int) -> None:
+        dot = np.dot
+        for _ in range(count):
+            dot(J, ref, out=jx)
+            dot(H, jx, out=hjx)
+            dot(J.T, hjx, out=out)
+
+    rows = []
+    for count in threads:
+        with threadpool_limits(limits=count, user_api="blas"):
+            rates, load = quietest(
+                lambda: interleaved_rates({"factored": factored, "matvecs": matvecs},
+                                          reps=reps, min_seconds=min_seconds),
+                retries=retries, what=f"factored N={n} m={m} blas={count}")
+            rows.append(Row("kernel", f"factored N={n} m={m} blas={count}",
+                            median(rates["factored"]) * n, median(rates["matvecs"]) * n,
+                            "cell-steps/s", target=TARGET, foreign_cores=load.cores,
+                            steal_cores=load.steal))
     return rows
 
 

@@ -2,15 +2,19 @@
 
 Units are in the names. Defaults: tau = RC = 1 kOhm x 1 nF = 1 us and an Euler-Maruyama step of
 0.1 tau follow the TNGD paper (arXiv 2405.13817, App. C and D). The capacity, noise level,
-ADC sample interval and seed are emulator choices, not taken from a paper.
+ADC sample interval and seed are emulator choices, not taken from a paper. The defaults are the
+``ideal`` profile: every non-ideality off. ``PROFILES`` holds the named parameter sets.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from device.converters import Quantizer
 from protocol import INTEGRATORS, MAX_HEADER_BYTES
+from timing import PROFILES as TIMING_PROFILES
 from timing import TimingModel
 
 
@@ -27,8 +31,17 @@ class DeviceConfig:
     sample_interval_ns: ADC sample interval; a multiple of em_step_ns. The exact integrator
         steps from sample to sample.
     seed: seed of the device's noise stream at power-on.
-    profile: name of the parameter set this configuration started from (timing.PROFILES).
-    timing: the timing model: host-device link, DAC and ADC banks.
+    profile: name of the parameter set this configuration started from (``PROFILES``).
+    timing: the timing model: host-device link, DAC and ADC banks (their bits also set the
+        converters' resolution below).
+    dac_full_scale: range of the coupling DAC, +-value; None: ideal (no rounding, no clipping).
+    bias_full_scale: range of the bias and state DAC; None: ideal.
+    adc_full_scale: range of the ADC; None: ideal.
+    readout_noise: standard deviation of the noise the ADC adds to each reading (state units).
+    mismatch: relative standard deviation of every programmed element's fixed error.
+    bias_offset, readout_offset: standard deviation of the fixed per-cell offsets added to the
+        bias and to every reading (state units).
+    serial: the chip's serial number: same serial, same mismatch and offsets.
     """
 
     cells: int = 4096
@@ -39,8 +52,16 @@ class DeviceConfig:
     em_step_ns: int = 100
     sample_interval_ns: int = 100
     seed: int = 0
-    profile: str = "tngd-paper"
+    profile: str = "ideal"
     timing: TimingModel = field(default_factory=TimingModel)
+    dac_full_scale: float | None = None
+    bias_full_scale: float | None = None
+    adc_full_scale: float | None = None
+    readout_noise: float = 0.0
+    mismatch: float = 0.0
+    bias_offset: float = 0.0
+    readout_offset: float = 0.0
+    serial: int = 0
 
     def __post_init__(self) -> None:
         problems = []
@@ -64,6 +85,15 @@ class DeviceConfig:
         elif self.timing.adc.time_ns(self.cells, self.cells) > self.sample_interval_ns:
             problems.append("the ADC cannot convert all cells within one sample interval "
                             f"({self.sample_interval_ns} ns)")
+        for name in ("readout_noise", "mismatch", "bias_offset", "readout_offset"):
+            if not 0 <= getattr(self, name) < math.inf:
+                problems.append(f"{name}={getattr(self, name)} must be >= 0 and finite")
+        if not 0 <= self.serial < 2**63:
+            problems.append(f"serial={self.serial} must be a non-negative 63-bit integer")
+        try:
+            self.coupling_dac, self.bias_dac, self.adc  # noqa: B018  (validates the ranges)
+        except ValueError as error:
+            problems.append(str(error))
         if problems:
             raise ValueError("invalid device configuration: " + "; ".join(problems))
 
@@ -83,6 +113,53 @@ class DeviceConfig:
         dropped by the transport without a reply."""
         return max(2 * 8 * self.cells * self.cells, MAX_HEADER_BYTES)
 
+    @property
+    def coupling_dac(self) -> Quantizer:
+        """The DAC of the programmed couplings (matrix, factors, damping)."""
+        return Quantizer(self.timing.dac.bits, self.dac_full_scale)
+
+    @property
+    def bias_dac(self) -> Quantizer:
+        """The DAC of the bias and of a set state."""
+        return Quantizer(self.timing.dac.bits, self.bias_full_scale)
+
+    @property
+    def adc(self) -> Quantizer:
+        return Quantizer(self.timing.adc.bits, self.adc_full_scale)
+
+    @property
+    def ideal_readout(self) -> bool:
+        """True when the ADC reads the state exactly (no offset, noise, clipping or rounding)."""
+        return (self.adc_full_scale is None and self.readout_noise == 0
+                and self.readout_offset == 0)
+
     def describe(self) -> dict[str, Any]:
         """The configuration as sent in ``hello`` (msgpack-serialisable)."""
         return {**asdict(self), "tau_ns": self.tau_ns}
+
+
+# Named parameter sets. Values the papers do not give (ranges, mismatch, noise: papers.md
+# marks them NOT FOUND) are plausible choices, documented in docs/physics.md as such.
+PROFILES: dict[str, dict[str, Any]] = {
+    "ideal": {},
+    # The TNGD paper's assumptions: 16-bit conversions, RC = 1 us; the ranges are ours.
+    "tngd-paper": {"dac_full_scale": 16.0, "bias_full_scale": 16.0, "adc_full_scale": 16.0},
+    # The 8-cell SPU board (arXiv 2312.04836): 8 cells read at 12 MHz; 12-bit converters,
+    # 1 % component tolerance and 1 mV-scale offsets and noise are our assumptions.
+    "spu-8cell": {"cells": 8, "dac_full_scale": 2.0, "bias_full_scale": 2.0,
+                  "adc_full_scale": 2.0, "mismatch": 0.01, "bias_offset": 1e-3,
+                  "readout_offset": 1e-3, "readout_noise": 1e-3},
+}
+_CONVERTER_BITS = {"tngd-paper": 16, "spu-8cell": 12}
+
+
+def profile_config(name: str, **overrides: Any) -> DeviceConfig:
+    """The configuration of profile ``name`` with ``overrides`` applied (field names)."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; known: {sorted(PROFILES)}")
+    timing = TIMING_PROFILES[name]
+    if name in _CONVERTER_BITS:
+        bits = _CONVERTER_BITS[name]
+        timing = replace(timing, dac=replace(timing.dac, bits=bits),
+                         adc=replace(timing.adc, bits=bits))
+    return DeviceConfig(**{"profile": name, "timing": timing, **PROFILES[name], **overrides})

@@ -21,6 +21,8 @@ _TILE = 64
 
 # Second moments are accumulated SECOND_MOMENT_BATCH samples at a time, as one BLAS product.
 SECOND_MOMENT_BATCH = 64
+# Layout of the ADC parameter vector.
+ADC_ACTIVE, ADC_NOISE_SD, ADC_STEP, ADC_MAX_CODE = 0, 1, 2, 3
 
 
 @njit(cache=True, nogil=True)
@@ -32,20 +34,53 @@ def _flush(batch, filled, sum_xx):
 
 
 @njit(cache=True, nogil=True)
-def _sample(x, record, sum_x, batch, filled, sum_xx):
-    """The ADC takes one sample of x. Returns -1 if it is not finite (the run diverged), else
-    the new fill level of the second-moment buffer ``batch`` (empty when not recording them)."""
+def _convert(x, adc, out, rng):
+    """The ADC's reading of the node values x into ``out``: readout offset, readout noise, then
+    the nearest code k * step, clipped to the codes -max_code - 1 ... max_code (as
+    :class:`device.converters.Quantizer`); a step of 0 is an ideal converter.
+
+    adc = (offsets (N,), params (4,) [active, noise_sd, step, max_code], clipped (1,) int64);
+    clipped readings are counted in ``clipped[0]``.
+    """
+    offsets, params, clipped = adc
+    noise_sd, step, max_code = params[ADC_NOISE_SD], params[ADC_STEP], params[ADC_MAX_CODE]
+    for i in range(x.size):
+        value = x[i] + offsets[i]
+        if noise_sd > 0.0:
+            value += noise_sd * rng.standard_normal()
+        if step > 0.0:
+            code = np.round(value / step)
+            if code > max_code:
+                code, clipped[0] = max_code, clipped[0] + 1
+            elif code < -max_code - 1:
+                code, clipped[0] = -max_code - 1, clipped[0] + 1
+            value = code * step
+        out[i] = value
+
+
+@njit(cache=True, nogil=True)
+def _sample(x, record, sums, batch, filled, adc, reading, rng):
+    """The ADC takes one sample of x. Returns -1 if x is not finite (the run diverged), else
+    the new fill level of the second-moment buffer ``batch`` (empty when not recording them).
+
+    sums = (sum_x (N,), sum_xx (N, N)); ``reading`` (N,) is scratch for the converted sample.
+    """
     n = x.size
     for i in range(n):
         if not np.isfinite(x[i]):
             return -1
     if not record:
         return filled
+    sample = x
+    if adc[1][ADC_ACTIVE] != 0.0:
+        _convert(x, adc, reading, rng)
+        sample = reading
+    sum_x, sum_xx = sums
     for i in range(n):
-        sum_x[i] += x[i]
+        sum_x[i] += sample[i]
     if batch.shape[0] == 0:
         return filled
-    batch[filled, :] = x
+    batch[filled, :] = sample
     filled += 1
     if filled == batch.shape[0]:
         _flush(batch, filled, sum_xx)
@@ -60,17 +95,17 @@ def _second_moment_buffer(second_moments, n):
 
 @njit(cache=True, nogil=True)
 def euler_maruyama_run(A, b, x, h, noise_scale, n_samples, steps_per_sample, rng,
-                       record, second_moments, sum_x, sum_xx):
+                       record, second_moments, sums, adc):
     """Euler-Maruyama for dx = -(A x - b) dt + sqrt(2 kappa0) dW, t in units of tau.
 
     A: (N, N); b, x: (N,), x updated in place. h: step in tau; noise_scale: sqrt(2 kappa0 h).
     Runs ``n_samples`` ADC samples of ``steps_per_sample`` steps each; when ``record`` adds each
-    sample to ``sum_x`` (N,) and, with ``second_moments``, its outer product to ``sum_xx``
-    (N, N). Returns the number of samples taken: fewer than ``n_samples`` if the state stopped
-    being finite (the run diverged at the next one).
+    sample (as the ADC reads it, see :func:`_convert`) to sums = (sum_x (N,), sum_xx (N, N)),
+    the outer products only with ``second_moments``. Returns the number of samples taken:
+    fewer than ``n_samples`` if the state stopped being finite (the run diverged at the next).
     """
     n = x.size
-    ax = np.empty(n)
+    ax, reading = np.empty(n), np.empty(n)
     batch = _second_moment_buffer(second_moments, n)
     filled = 0
     for sample in range(n_samples):
@@ -78,34 +113,68 @@ def euler_maruyama_run(A, b, x, h, noise_scale, n_samples, steps_per_sample, rng
             np.dot(A, x, ax)
             for i in range(n):
                 x[i] += h * (b[i] - ax[i]) + noise_scale * rng.standard_normal()
-        filled = _sample(x, record, sum_x, batch, filled, sum_xx)
+        filled = _sample(x, record, sums, batch, filled, adc, reading, rng)
         if filled < 0:
             return sample
-    _flush(batch, filled, sum_xx)
+    _flush(batch, filled, sums[1])
     return n_samples
 
 
 @njit(cache=True, nogil=True)
-def exact_modal_run(decay, drive, noise_sd, y, n_samples, rng,
-                    record, second_moments, sum_y, sum_yy):
+def euler_maruyama_factored_run(J, H, damping, b, x, h, noise_scale, n_samples,
+                                steps_per_sample, rng, record, second_moments, sums, adc):
+    """Euler-Maruyama for the factored drift (J^T H J + diag(damping)) x - b, O(mN) a step.
+
+    J: (m, N), H: (m, m), damping: (N,) per-cell lambda. The N x N matrix is never formed.
+    Everything else as in :func:`euler_maruyama_run`.
+    """
+    n = x.size
+    jx, hjx, drift, reading = np.empty(J.shape[0]), np.empty(J.shape[0]), np.empty(n), np.empty(n)
+    batch = _second_moment_buffer(second_moments, n)
+    filled = 0
+    for sample in range(n_samples):
+        for _ in range(steps_per_sample):
+            np.dot(J, x, jx)
+            np.dot(H, jx, hjx)
+            np.dot(J.T, hjx, drift)
+            for i in range(n):
+                x[i] += (h * (b[i] - drift[i] - damping[i] * x[i])
+                         + noise_scale * rng.standard_normal())
+        filled = _sample(x, record, sums, batch, filled, adc, reading, rng)
+        if filled < 0:
+            return sample
+    _flush(batch, filled, sums[1])
+    return n_samples
+
+
+@njit(cache=True, nogil=True)
+def exact_modal_run(decay, drive, noise_sd, y, basis, n_samples, rng,
+                    record, second_moments, sums, adc):
     """Exact OU transition over one sample interval, in the eigenbasis of A = V diag(lam) V^T.
 
     The coordinates y = V^T x evolve independently: y <- decay * y + drive + noise_sd * z with
     decay = exp(-lam d), drive = (1 - exp(-lam d)) / lam * V^T b and
     noise_sd = sqrt(kappa0 (1 - exp(-2 lam d)) / lam), all (N,): O(N) work per step.
-    Samples of y are accumulated into ``sum_y`` (N,) and ``sum_yy`` (N, N) as in
-    :func:`euler_maruyama_run`, whose return value this shares.
+    With an ideal ADC the samples of y are recorded as they are (the caller maps the sums back
+    to x); otherwise each sample is mapped to x = V y (``basis`` = V, (N, N)) and read by the
+    ADC, O(N^2). Sums and return value as in :func:`euler_maruyama_run`.
     """
     n = y.size
+    converting = adc[1][ADC_ACTIVE] != 0.0
+    x, reading = np.empty(n), np.empty(n)
     batch = _second_moment_buffer(second_moments, n)
     filled = 0
     for sample in range(n_samples):
         for i in range(n):
             y[i] = decay[i] * y[i] + drive[i] + noise_sd[i] * rng.standard_normal()
-        filled = _sample(y, record, sum_y, batch, filled, sum_yy)
+        if converting:
+            np.dot(basis, y, x)
+            filled = _sample(x, record, sums, batch, filled, adc, reading, rng)
+        else:
+            filled = _sample(y, record, sums, batch, filled, adc, reading, rng)
         if filled < 0:
             return sample
-    _flush(batch, filled, sum_yy)
+    _flush(batch, filled, sums[1])
     return n_samples
 
 
@@ -128,16 +197,22 @@ def matrix_check(A):
     return finite, largest, asymmetry
 
 
+def ideal_adc(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ADC parameters of an ideal converter for N cells (the kernels' ``adc`` argument)."""
+    return np.zeros(n), np.zeros(4), np.zeros(1, dtype=np.int64)
+
+
 def warm_up() -> None:
     """Compile (or load from the cache) every kernel with its one canonical signature."""
     n = 2
-    A = np.eye(n)
-    vec, x = np.zeros(n), np.zeros(n)
-    sum_x, sum_xx = np.zeros(n), np.zeros((n, n))
+    A, vec, x = np.eye(n), np.zeros(n), np.zeros(n)
+    sums = (np.zeros(n), np.zeros((n, n)))
     rng = np.random.default_rng(0)
+    adc = ideal_adc(n)
     matrix_check(A)
-    euler_maruyama_run(A, vec, x, 0.1, 0.1, 1, 1, rng, True, True, sum_x, sum_xx)
-    exact_modal_run(vec, vec, vec, x, 1, rng, True, True, sum_x, sum_xx)
+    euler_maruyama_run(A, vec, x, 0.1, 0.1, 1, 1, rng, True, True, sums, adc)
+    euler_maruyama_factored_run(A, A, vec, vec, x, 0.1, 0.1, 1, 1, rng, True, True, sums, adc)
+    exact_modal_run(vec, vec, vec, x, A, 1, rng, True, True, sums, adc)
 
 
 def seconds_per_cell_step(n: int = 128, steps: int = 200) -> float:
@@ -147,11 +222,11 @@ def seconds_per_cell_step(n: int = 128, steps: int = 200) -> float:
     """
     A = np.eye(n) * 0.5
     vec, x = np.zeros(n), np.zeros(n)
-    sums, unused = np.zeros(n), np.zeros((0, 0))
+    sums = (np.zeros(n), np.zeros((0, 0)))
     rng = np.random.default_rng(0)
     started = time.perf_counter()
-    euler_maruyama_run(A, vec, x, 0.1, 0.1, steps, 1, rng, True, False, sums, unused)
+    euler_maruyama_run(A, vec, x, 0.1, 0.1, steps, 1, rng, True, False, sums, ideal_adc(n))
     return (time.perf_counter() - started) / (steps * n * n)
 
 
-KERNELS = (euler_maruyama_run, exact_modal_run, matrix_check)
+KERNELS = (euler_maruyama_run, euler_maruyama_factored_run, exact_modal_run, matrix_check)

@@ -17,19 +17,14 @@ import numpy as np
 
 from device import kernels
 from device.config import DeviceConfig
-from device.transition import (
-    ExactTransition,
-    check_euler_step,
-    check_positive_definite,
-    exact_transition,
-)
+from device.coupling import Coupling, DenseCoupling, FactoredCoupling
+from device.mismatch import Array, deviations
+from device.transition import ExactTransition
 from protocol import ErrorCode, ProtocolError
 from timing import Phase, SimClock
 
 # Kernel work per chunk of a run (multiply-adds); between chunks a run can be cancelled.
 _CHUNK_WORK = 1 << 22
-# Largest relative asymmetry max|A - A^T| / max|A| accepted as symmetric.
-_SYMMETRY_TOLERANCE = 1e-10
 
 Result = tuple[dict[str, Any], dict[str, np.ndarray]]
 
@@ -60,16 +55,15 @@ class _Averager:
             self.second_moment_samples += run.second_moment_samples
 
 
-def canonical(array: np.ndarray) -> np.ndarray:
-    """A C-contiguous, aligned, writeable float64 copy-if-needed: the kernels' one signature."""
-    flags = array.flags
-    if array.dtype == np.float64 and flags.c_contiguous and flags.aligned and flags.writeable:
-        return array
-    return np.array(array, dtype=np.float64, order="C")
+AdcState = tuple[np.ndarray, np.ndarray, np.ndarray]  # the kernels' ``adc`` argument
 
 
 class EmulatedSPU:
-    """An SPU of ``config.cells`` RC cells solving dx = -(A x - b) dt/tau + sqrt(2 kappa0/tau) dW."""
+    """An SPU of ``config.cells`` RC cells solving dx = -(A x - b) dt/tau + sqrt(2 kappa0/tau) dW.
+
+    What the host programs passes through the chip's converters and mismatch first: the dynamics
+    run with the values as realised, and the ADC reads the state as configured.
+    """
 
     def __init__(self, config: DeviceConfig) -> None:
         self.config = config
@@ -79,58 +73,50 @@ class EmulatedSPU:
         self._power_on()
 
     def _power_on(self) -> None:
-        self._A: np.ndarray | None = None
+        self._coupling: Coupling | None = None
         self._b = np.zeros(0)
         self._x = np.zeros(0)
         self._integrator = self.config.integrator
-        self._ready = False  # the programmed matrix passed the integrator's checks
+        self._ready = False  # the programmed coupling passed the integrator's checks
         self._transition: ExactTransition | None = None
         self._averager = _Averager.empty(0)
+        self._adc: AdcState = kernels.ideal_adc(0)
 
     @property
     def n(self) -> int:
-        """Number of active cells (0 until a matrix is programmed)."""
-        return 0 if self._A is None else self._A.shape[0]
+        """Number of active cells (0 until something is programmed)."""
+        return 0 if self._coupling is None else self._coupling.n
 
     # --- ops -------------------------------------------------------------------------------
 
     def program(self, A: np.ndarray, reset_state: bool = False,
                 integrator: str | None = None) -> Result:
-        """Program the N x N coupling matrix A (symmetric; checked positive definite at run)."""
-        if A.ndim != 2 or A.shape[0] != A.shape[1] or A.shape[0] == 0:
-            raise ProtocolError(ErrorCode.BAD_SHAPE,
-                                f"the coupling matrix must be square and non-empty, got shape "
-                                f"{list(A.shape)}", shape=list(A.shape))
-        n = A.shape[0]
-        if n > self.config.cells:
-            raise ProtocolError(ErrorCode.CAPACITY_EXCEEDED,
-                                f"a {n} x {n} matrix needs {n} cells; this device has "
-                                f"{self.config.cells}", cells=self.config.cells, requested=n)
-        A = canonical(A)
-        _check_symmetric_finite(A)
-        resized = n != self.n
-        self._A = A
-        self._integrator = integrator or self.config.integrator
-        self._ready, self._transition = False, None
-        if resized:
-            self._b = np.zeros(n)
-            self._averager = _Averager.empty(n)
-        if resized or reset_state:
-            self._x = np.zeros(n)
-        timing = self.timing.upload(n * n, cells=n)
-        self.clock.advance(timing)
-        return {"n": n, "integrator": self._integrator, "state_reset": resized or reset_state,
-                "bias_reset": resized, "timing": _wire(timing)}, {}
+        """Program the dense N x N coupling matrix A (symmetric; positive definiteness is
+        checked by the first run)."""
+        return self._install(DenseCoupling.program(A, self.config), reset_state,
+                             integrator or self.config.integrator)
+
+    def program_factored(self, J: np.ndarray, H: np.ndarray, damping: float,
+                         reset_state: bool = False, integrator: str | None = None) -> Result:
+        """Program the coupling J^T H J + damping I from J (m, N) and H (m, m); Euler-Maruyama
+        only (the exact integrator needs the dense matrix)."""
+        if integrator == "exact":
+            raise ProtocolError(ErrorCode.BAD_ARGUMENT, "the exact integrator needs the dense "
+                                "matrix; factored programming runs Euler-Maruyama",
+                                integrator=integrator)
+        return self._install(FactoredCoupling.program(J, H, damping, self.config), reset_state,
+                             "euler_maruyama")
 
     def set_bias(self, b: np.ndarray) -> Result:
-        """Set the bias vector b (N,)."""
-        self._b = self._checked_vector(b, "bias b")
-        return self._uploaded(b.size)
+        """Set the bias vector b (N,), through the bias DAC and the chip's bias offsets."""
+        realised, clipped = self.config.bias_dac.apply(self._checked_vector(b, "bias b"))
+        self._b = realised + self._offsets(Array.BIAS_OFFSET, self.config.bias_offset)
+        return self._uploaded(b.size, clipped)
 
     def set_state(self, x: np.ndarray) -> Result:
-        """Set the cell state x (N,), e.g. to warm-start a run."""
-        self._x = self._checked_vector(x, "state x")
-        return self._uploaded(x.size)
+        """Set the cell state x (N,), e.g. to warm-start a run (through the bias DAC)."""
+        self._x, clipped = self.config.bias_dac.apply(self._checked_vector(x, "state x"))
+        return self._uploaded(x.size, clipped)
 
     def run(self, duration_ns: int, record: bool = True, second_moments: bool = False,
             clear: bool = False, seed: int | None = None,
@@ -152,6 +138,7 @@ class EmulatedSPU:
             self._rng = np.random.default_rng(seed)
         if clear:
             self._averager = _Averager.empty(self.n)
+        self._adc[2][0] = 0
         stepper = self._stepper()
         sums = _Averager.empty(self.n, second_moments)  # this run's, in the stepper's coordinates
         total = duration_ns // interval
@@ -186,7 +173,7 @@ class EmulatedSPU:
             self._averager.absorb(sums, stepper.basis)
         if failure is not None:
             raise failure
-        return {"samples": total if record else 0,
+        return {"samples": total if record else 0, "adc_clipped": int(self._adc[2][0]),
                 "timing": _wire(self.timing.evolve(duration_ns))}, {}
 
     def read(self, second_moments: bool = False, clear: bool = True) -> Result:
@@ -224,20 +211,57 @@ class EmulatedSPU:
 
     def status(self) -> dict[str, Any]:
         """Snapshot of the device for ``status`` (msgpack-serialisable)."""
-        return {"programmed": self._A is not None, "n": self.n, "integrator": self._integrator,
+        coupling = type(self._coupling).__name__.removesuffix("Coupling").lower()
+        return {"programmed": self._coupling is not None,
+                "coupling": coupling if self._coupling is not None else None,
+                "n": self.n, "integrator": self._integrator,
                 "samples": self._averager.samples,
                 "second_moment_samples": self._averager.second_moment_samples,
                 "sim_time_ns": self.clock.now_ns}
 
     # --- helpers ---------------------------------------------------------------------------
 
-    def _programmed(self) -> np.ndarray:
-        if self._A is None:
+    def _programmed(self) -> Coupling:
+        if self._coupling is None:
             raise ProtocolError(ErrorCode.NOT_PROGRAMMED,
-                                "no coupling matrix is programmed: send 'program' first")
-        return self._A
+                                "no coupling is programmed: send 'program' first")
+        return self._coupling
+
+    def _install(self, coupling: Coupling, reset_state: bool, integrator: str) -> Result:
+        """Make ``coupling`` the chip's; a new size resets state, bias and averager."""
+        n = coupling.n
+        resized = n != self.n
+        self._coupling, self._integrator = coupling, integrator
+        self._ready, self._transition = False, None
+        if resized:
+            self._averager = _Averager.empty(n)
+            self._adc = (self._offsets(Array.READOUT_OFFSET, self.config.readout_offset, n),
+                         self._adc_parameters(), np.zeros(1, dtype=np.int64))
+            self._b = self._offsets(Array.BIAS_OFFSET, self.config.bias_offset, n)
+        if resized or reset_state:
+            self._x = np.zeros(n)
+        timing = self.timing.upload(coupling.elements, cells=n)
+        self.clock.advance(timing)
+        return {"n": n, "elements": coupling.elements, "integrator": integrator,
+                "state_reset": resized or reset_state, "bias_reset": resized,
+                "dac_clipped": coupling.dac_clipped, "timing": _wire(timing)}, {}
+
+    def _offsets(self, array: Array, sigma: float, n: int | None = None) -> np.ndarray:
+        """The chip's fixed per-cell offsets (zeros when ``sigma`` is 0)."""
+        n = self.n if n is None else n
+        return sigma * deviations(self.config.serial, array, (n,)) if sigma else np.zeros(n)
+
+    def _adc_parameters(self) -> np.ndarray:
+        config = self.config
+        params = np.zeros(4)
+        params[kernels.ADC_ACTIVE] = 0.0 if config.ideal_readout else 1.0
+        params[kernels.ADC_NOISE_SD] = config.readout_noise
+        params[kernels.ADC_STEP] = config.adc.step
+        params[kernels.ADC_MAX_CODE] = 2 ** (config.adc.bits - 1) - 1
+        return params
 
     def _checked_vector(self, v: np.ndarray, what: str) -> np.ndarray:
+        """``v`` checked against the programmed size and for finiteness (not yet converted)."""
         self._programmed()
         if v.shape != (self.n,):
             raise ProtocolError(ErrorCode.BAD_SHAPE,
@@ -246,12 +270,12 @@ class EmulatedSPU:
                                 shape=list(v.shape))
         if not np.isfinite(v).all():
             raise ProtocolError(ErrorCode.NON_FINITE, f"{what} contains NaN or inf")
-        return np.array(v, dtype=np.float64, order="C")
+        return v
 
-    def _uploaded(self, n_values: int) -> Result:
+    def _uploaded(self, n_values: int, clipped: int) -> Result:
         timing = self.timing.upload(n_values, cells=self.n)
         self.clock.advance(timing)
-        return {"timing": _wire(timing)}, {}
+        return {"dac_clipped": clipped, "timing": _wire(timing)}, {}
 
     def _steps_per_sample(self) -> int:
         if self._integrator == "exact":
@@ -265,53 +289,45 @@ class EmulatedSPU:
         return work + (n * n if second_moments else 0)
 
     def _prepare(self) -> None:
-        """Check the programmed matrix for this integrator, once per program.
-
-        Positive definiteness for both; step stability for Euler-Maruyama; the exact integrator
-        also precomputes its transition operators.
-        """
-        if self._ready:
-            return
-        config, A = self.config, self._programmed()
-        if self._integrator == "exact":
-            eigenvalues, eigenvectors = np.linalg.eigh(A)
-            check_positive_definite(eigenvalues)
-            self._transition = exact_transition(eigenvalues, eigenvectors, config.kappa0,
-                                                config.sample_interval_ns / config.tau_ns)
-        else:
-            eigenvalues = np.linalg.eigvalsh(A)
-            check_positive_definite(eigenvalues)
-            check_euler_step(eigenvalues, config.em_step_ns / config.tau_ns, config.em_step_ns)
-        self._ready = True
+        """Check the programmed coupling for the integrator, once per program (and, for the
+        exact integrator, precompute its transition)."""
+        if not self._ready:
+            self._transition = self._programmed().check(self._integrator, self.config)
+            self._ready = True
 
     def _stepper(self) -> _ModalStepper | _EulerStepper:
         """The programmed integrator, set up from the current state and bias for one run."""
         if self._transition is not None:
-            return _ModalStepper(self._transition, self._x, self._b, self._rng)
+            return _ModalStepper(self._transition, self._x, self._b, self._rng, self._adc)
         config = self.config
         return _EulerStepper(self._programmed(), self._b, self._x, self._rng,
                              config.em_step_ns / config.tau_ns, config.kappa0,
-                             self._steps_per_sample())
+                             self._steps_per_sample(), self._adc)
 
 
 class _ModalStepper:
-    """The exact integrator: the state as y = V^T x, every mode on its own (O(N) a step)."""
+    """The exact integrator: the state as y = V^T x, every mode on its own (O(N) a step).
+
+    With an ideal ADC the run's sums stay in y (``basis`` maps them back once); otherwise each
+    sample is mapped to x for the ADC and the sums are in x already (``basis`` None).
+    """
 
     def __init__(self, transition: ExactTransition, x: np.ndarray, b: np.ndarray,
-                 rng: np.random.Generator) -> None:
-        self.basis = transition.eigenvectors
-        self._t, self._rng = transition, rng
-        self._y = self.basis.T @ x
-        self._drive = transition.drive_gain * (self.basis.T @ b)
+                 rng: np.random.Generator, adc: AdcState) -> None:
+        self._t, self._rng, self._adc = transition, rng, adc
+        V = transition.eigenvectors
+        self.basis = V if adc[1][kernels.ADC_ACTIVE] == 0.0 else None
+        self._y = V.T @ x
+        self._drive = transition.drive_gain * (V.T @ b)
 
     def advance(self, count: int, record: bool, second_moments: bool, sums: _Averager) -> int:
         t = self._t
-        return int(kernels.exact_modal_run(t.decay, self._drive, t.noise_sd, self._y, count,
-                                           self._rng, record, second_moments, sums.sum_x,
-                                           sums.sum_xx))
+        return int(kernels.exact_modal_run(t.decay, self._drive, t.noise_sd, self._y,
+                                           t.eigenvectors, count, self._rng, record,
+                                           second_moments, (sums.sum_x, sums.sum_xx), self._adc))
 
     def state_x(self) -> np.ndarray:
-        return self.basis @ self._y
+        return self._t.eigenvectors @ self._y
 
 
 class _EulerStepper:
@@ -319,34 +335,20 @@ class _EulerStepper:
 
     basis = None
 
-    def __init__(self, A: np.ndarray, b: np.ndarray, x: np.ndarray, rng: np.random.Generator,
-                 h: float, kappa0: float, steps_per_sample: int) -> None:
-        self._A, self._b, self._x, self._rng = A, b, x, rng
+    def __init__(self, coupling: Coupling, b: np.ndarray, x: np.ndarray,
+                 rng: np.random.Generator, h: float, kappa0: float, steps_per_sample: int,
+                 adc: AdcState) -> None:
+        self._coupling, self._b, self._x, self._rng, self._adc = coupling, b, x, rng, adc
         self._h, self._noise = h, float(np.sqrt(2.0 * kappa0 * h))
         self._steps = steps_per_sample
 
     def advance(self, count: int, record: bool, second_moments: bool, sums: _Averager) -> int:
-        return int(kernels.euler_maruyama_run(self._A, self._b, self._x, self._h, self._noise,
-                                              count, self._steps, self._rng, record,
-                                              second_moments, sums.sum_x, sums.sum_xx))
+        return self._coupling.euler(self._b, self._x, self._h, self._noise, count, self._steps,
+                                    self._rng, record, second_moments,
+                                    (sums.sum_x, sums.sum_xx), self._adc)
 
     def state_x(self) -> np.ndarray:
         return self._x
-
-
-def _check_symmetric_finite(A: np.ndarray) -> None:
-    finite, largest, asymmetry = kernels.matrix_check(A)
-    if not finite:
-        i, j = np.argwhere(~np.isfinite(A))[0]
-        raise ProtocolError(ErrorCode.NON_FINITE,
-                            f"the coupling matrix contains NaN or inf (first at [{i}, {j}])",
-                            index=[int(i), int(j)])
-    if asymmetry > _SYMMETRY_TOLERANCE * largest:
-        i, j = np.unravel_index(np.argmax(np.abs(A - A.T)), A.shape)
-        raise ProtocolError(ErrorCode.NOT_SYMMETRIC,
-                            f"the coupling matrix is not symmetric: A[{i},{j}] = {A[i, j]:.6g} "
-                            f"but A[{j},{i}] = {A[j, i]:.6g}", index=[int(i), int(j)],
-                            max_asymmetry=float(asymmetry))
 
 
 def _wire(timing: dict[Phase, int]) -> dict[str, int]:

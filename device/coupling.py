@@ -1,0 +1,180 @@
+"""The programmed coupling of the cells, as realised on the chip: a dense N x N matrix A, or the
+factored form J^T H J + diag(lambda) the TNGD hardware proposal wires (arXiv 2405.13817,
+App. C) without ever forming the N x N matrix.
+
+Building one validates what the host sent (shape, finiteness, symmetry, capacity), then passes
+every value through the coupling DAC (rounding, clipping) and the chip's fixed mismatch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from device import kernels
+from device.config import DeviceConfig
+from device.mismatch import Array, deviations, symmetric_deviations
+from device.transition import (
+    ExactTransition,
+    check_euler_step,
+    check_positive_definite,
+    exact_transition,
+)
+from protocol import ErrorCode, ProtocolError
+
+# Largest relative asymmetry max|A - A^T| / max|A| accepted as symmetric.
+SYMMETRY_TOLERANCE = 1e-10
+
+
+def canonical(array: np.ndarray) -> np.ndarray:
+    """A C-contiguous, aligned, writeable float64 copy-if-needed: the kernels' one signature."""
+    flags = array.flags
+    if array.dtype == np.float64 and flags.c_contiguous and flags.aligned and flags.writeable:
+        return array
+    return np.array(array, dtype=np.float64, order="C")
+
+
+@dataclass(frozen=True)
+class DenseCoupling:
+    """A: (N, N) symmetric, as realised. elements: programmable elements used (N^2)."""
+
+    A: np.ndarray
+    dac_clipped: int
+
+    @property
+    def n(self) -> int:
+        return self.A.shape[0]
+
+    @property
+    def elements(self) -> int:
+        return self.n * self.n
+
+    @classmethod
+    def program(cls, A: np.ndarray, config: DeviceConfig) -> DenseCoupling:
+        if A.ndim != 2 or A.shape[0] != A.shape[1] or A.shape[0] == 0:
+            raise ProtocolError(ErrorCode.BAD_SHAPE, "the coupling matrix must be square and "
+                                f"non-empty, got shape {list(A.shape)}", shape=list(A.shape))
+        _check_capacity(A.shape[0], A.size, config)
+        A = canonical(A)
+        _check_symmetric_finite(A, "the coupling matrix", "A")
+        realised, clipped = config.coupling_dac.apply(A)
+        if config.mismatch:
+            realised *= 1 + config.mismatch * symmetric_deviations(config.serial, Array.COUPLING,
+                                                                    A.shape[0])
+        return cls(realised, clipped)
+
+    def check(self, integrator: str, config: DeviceConfig) -> ExactTransition | None:
+        """Refuse a matrix the integrator cannot run; for "exact", its transition operators."""
+        if integrator == "exact":
+            eigenvalues, eigenvectors = np.linalg.eigh(self.A)
+            check_positive_definite(eigenvalues)
+            return exact_transition(eigenvalues, eigenvectors, config.kappa0,
+                                    config.sample_interval_ns / config.tau_ns)
+        eigenvalues = np.linalg.eigvalsh(self.A)
+        check_positive_definite(eigenvalues)
+        check_euler_step(eigenvalues, config.em_step_ns / config.tau_ns, config.em_step_ns)
+        return None
+
+    def euler(self, b, x, h, noise_scale, count, steps, rng, record, second, sums, adc) -> int:
+        return int(kernels.euler_maruyama_run(self.A, b, x, h, noise_scale, count, steps, rng,
+                                              record, second, sums, adc))
+
+
+@dataclass(frozen=True)
+class FactoredCoupling:
+    """J: (m, N), H: (m, m) symmetric, damping: (N,) per-cell lambda, as realised.
+
+    elements: programmable elements used, m (m + 2N): the arrays J, H and J^T.
+    """
+
+    J: np.ndarray
+    H: np.ndarray
+    damping: np.ndarray
+    dac_clipped: int
+
+    @property
+    def n(self) -> int:
+        return self.J.shape[1]
+
+    @property
+    def elements(self) -> int:
+        m = self.J.shape[0]
+        return m * (m + 2 * self.n)
+
+    @classmethod
+    def program(cls, J: np.ndarray, H: np.ndarray, damping: float,
+                config: DeviceConfig) -> FactoredCoupling:
+        if J.ndim != 2 or 0 in J.shape:
+            raise ProtocolError(ErrorCode.BAD_SHAPE, f"J must be a non-empty m x N matrix, got "
+                                f"shape {list(J.shape)}", shape=list(J.shape))
+        m, n = J.shape
+        if H.shape != (m, m):
+            raise ProtocolError(ErrorCode.BAD_SHAPE, f"H must be {m} x {m} to match J's {m} "
+                                f"rows, got shape {list(H.shape)}", shape=list(H.shape))
+        _check_capacity(n, m * (m + 2 * n), config)
+        J, H = canonical(J), canonical(H)
+        if not np.isfinite(J).all():
+            raise ProtocolError(ErrorCode.NON_FINITE, "J contains NaN or inf")
+        _check_symmetric_finite(H, "H", "H")
+        dac, sigma, serial = config.coupling_dac, config.mismatch, config.serial
+        J_chip, clipped_j = dac.apply(J)
+        H_chip, clipped_h = dac.apply(H)
+        lam, clipped_l = dac.apply(np.full(n, damping))
+        if sigma:
+            J_chip *= 1 + sigma * deviations(serial, Array.JACOBIAN, (m, n))
+            H_chip *= 1 + sigma * symmetric_deviations(serial, Array.HESSIAN, m)
+            lam *= 1 + sigma * deviations(serial, Array.DAMPING, (n,))
+        return cls(J_chip, H_chip, lam, clipped_j + clipped_h + clipped_l)
+
+    def check(self, integrator: str, config: DeviceConfig) -> None:
+        """Positive definite if H is positive semi-definite and every lambda_i > 0 (sufficient,
+        and what a GGN or Fisher factorisation with damping gives); Euler-Maruyama stable if
+        step * (max lambda_i + lambda_max(J^T H J)) < 2."""
+        h_eigenvalues, h_vectors = np.linalg.eigh(self.H)
+        smallest_damping = float(self.damping.min())
+        if h_eigenvalues[0] < -1e-12 * max(1.0, abs(h_eigenvalues[-1])) or smallest_damping <= 0:
+            raise ProtocolError(
+                ErrorCode.NOT_POSITIVE_DEFINITE,
+                f"J^T H J + lambda I needs H positive semi-definite (its smallest eigenvalue is "
+                f"{h_eigenvalues[0]:.3g}) and lambda > 0 (smallest {smallest_damping:.3g}): "
+                "the dynamics would not settle. Nothing was run.",
+                smallest_eigenvalue=float(h_eigenvalues[0]), smallest_damping=smallest_damping)
+        root = h_vectors * np.sqrt(np.clip(h_eigenvalues, 0, None))  # H = root root^T
+        core = root.T @ (self.J @ self.J.T) @ root  # same nonzero spectrum as J^T H J
+        largest = float(np.linalg.eigvalsh(core)[-1]) + float(self.damping.max())
+        check_euler_step(np.array([smallest_damping, largest]),
+                         config.em_step_ns / config.tau_ns, config.em_step_ns)
+
+    def euler(self, b, x, h, noise_scale, count, steps, rng, record, second, sums, adc) -> int:
+        return int(kernels.euler_maruyama_factored_run(
+            self.J, self.H, self.damping, b, x, h, noise_scale, count, steps, rng, record,
+            second, sums, adc))
+
+
+Coupling = DenseCoupling | FactoredCoupling
+
+
+def _check_capacity(n: int, elements: int, config: DeviceConfig) -> None:
+    """N cells at most ``cells``; programmable elements at most cells^2 (a full dense array)."""
+    if n > config.cells or elements > config.cells**2:
+        raise ProtocolError(ErrorCode.CAPACITY_EXCEEDED,
+                            f"the coupling needs {n} cells and {elements} programmable elements; "
+                            f"this device has {config.cells} cells and {config.cells**2} "
+                            "elements", cells=config.cells, requested=n,
+                            elements=config.cells**2, requested_elements=elements)
+
+
+def _check_symmetric_finite(A: np.ndarray, what: str, name: str) -> None:
+    finite, largest, asymmetry = kernels.matrix_check(A)
+    if not finite:
+        i, j = np.argwhere(~np.isfinite(A))[0]
+        raise ProtocolError(ErrorCode.NON_FINITE,
+                            f"{what} contains NaN or inf (first at [{i}, {j}])",
+                            index=[int(i), int(j)])
+    if asymmetry > SYMMETRY_TOLERANCE * largest:
+        i, j = np.unravel_index(np.argmax(np.abs(A - A.T)), A.shape)
+        raise ProtocolError(ErrorCode.NOT_SYMMETRIC,
+                            f"{what} is not symmetric: {name}[{i},{j}] = {A[i, j]:.6g} but "
+                            f"{name}[{j},{i}] = {A[j, i]:.6g}", index=[int(i), int(j)],
+                            max_asymmetry=float(asymmetry))

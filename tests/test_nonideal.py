@@ -1,0 +1,196 @@
+"""The device's non-idealities, each a knob, against closed forms: DAC and ADC grids and
+clipping, mismatch by serial number, offsets, readout noise, and factored programming."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from device.config import DeviceConfig, profile_config
+from device.converters import Quantizer
+from device.coupling import DenseCoupling, FactoredCoupling
+from device.mismatch import Array, deviations
+from device.spu import EmulatedSPU
+from protocol import ErrorCode, ProtocolError
+from tests import stats
+from timing import ConverterModel, TimingModel
+
+A4 = stats.spd_matrix(np.array([0.5, 1.0, 2.0, 4.0]), seed=4)
+
+
+def converters(bits: int) -> TimingModel:
+    return TimingModel(dac=ConverterModel(bits=bits), adc=ConverterModel(bits=bits))
+
+
+def test_quantizer_grid_half_lsb_error_and_clipping() -> None:
+    q = Quantizer(bits=6, full_scale=2.0)
+    assert q.step == 2.0 / 32
+    values = np.random.default_rng(0).uniform(-3.0, 3.0, 10_000)
+    out, clipped = q.apply(values)
+    inside = np.abs(values) < 2.0 - q.step
+    np.testing.assert_allclose(out / q.step, np.round(out / q.step), atol=1e-12)  # on the grid
+    assert np.max(np.abs(out[inside] - values[inside])) <= q.step / 2 + 1e-15
+    assert clipped == np.count_nonzero((values >= 2.0 - q.step / 2) | (values < -2.0 - q.step / 2))
+    assert out.max() == 2.0 - q.step and out.min() == -2.0  # the codes' ends
+    same, none = Quantizer(bits=6).apply(values)
+    np.testing.assert_array_equal(same, values)
+    assert none == 0
+
+
+def test_programmed_matrix_lands_on_the_dac_grid_and_clips_are_counted() -> None:
+    config = DeviceConfig(timing=converters(8), dac_full_scale=2.0)
+    A = A4.copy()
+    A[0, 0] = 5.0  # beyond the range
+    coupling = DenseCoupling.program(A, config)
+    step = config.coupling_dac.step
+    np.testing.assert_allclose(coupling.A / step, np.round(coupling.A / step), atol=1e-9)
+    assert coupling.dac_clipped == 1 and coupling.A[0, 0] == pytest.approx(2.0 - step)
+    mask = np.ones_like(A, dtype=bool)
+    mask[0, 0] = False
+    assert np.max(np.abs(coupling.A - A)[mask]) <= step / 2 + 1e-15
+
+
+def test_mismatch_is_fixed_by_the_serial_number() -> None:
+    A = np.eye(64) * 2 + 0.01
+    chip = DenseCoupling.program(A, DeviceConfig(mismatch=0.05, serial=7)).A
+    again = DenseCoupling.program(A, DeviceConfig(mismatch=0.05, serial=7)).A
+    other = DenseCoupling.program(A, DeviceConfig(mismatch=0.05, serial=8)).A
+    np.testing.assert_array_equal(chip, again)
+    assert not np.allclose(chip, other)
+    np.testing.assert_array_equal(chip, chip.T)  # one physical element per pair of cells
+    relative = (chip / A - 1)[np.triu_indices(64)]
+    # The sample std of k = 2080 deviations has a standard error of sigma / sqrt(2k).
+    assert np.std(relative) == pytest.approx(0.05, abs=4 * 0.05 / np.sqrt(2 * relative.size))
+    small = DenseCoupling.program(A[:8, :8], DeviceConfig(mismatch=0.05, serial=7)).A
+    np.testing.assert_array_equal(small, chip[:8, :8])  # an element keeps its error
+
+
+def settled_reading(config: DeviceConfig, b: np.ndarray, samples: int = 1) -> np.ndarray:
+    """Noiseless device relaxed for 60 tau from 0 (e^-30 of the start left), then averaged."""
+    spu = EmulatedSPU(config)
+    spu.program(A4)
+    spu.set_bias(b)
+    spu.run(60_000, record=False)
+    spu.run(samples * 100, clear=True)
+    return spu.read()[1]["mean"]
+
+
+def test_bias_and_readout_offsets_shift_the_answer_as_predicted() -> None:
+    config = DeviceConfig(kappa0=0.0, bias_offset=0.01, readout_offset=0.02, serial=3)
+    b = np.ones(4)
+    bias_offsets = 0.01 * deviations(3, Array.BIAS_OFFSET, (4,))
+    readout_offsets = 0.02 * deviations(3, Array.READOUT_OFFSET, (4,))
+    expected = np.linalg.solve(A4, b + bias_offsets) + readout_offsets
+    np.testing.assert_allclose(settled_reading(config, b), expected, rtol=1e-9, atol=1e-12)
+    assert np.max(np.abs(expected - np.linalg.solve(A4, b))) > 0.01  # the offsets matter
+
+
+def test_adc_readings_lie_on_its_grid_and_clips_are_counted() -> None:
+    config = DeviceConfig(kappa0=0.0, timing=converters(6), adc_full_scale=1.0)
+    spu = EmulatedSPU(config)
+    spu.program(A4)
+    spu.set_bias(A4 @ np.array([0.3, -0.2, 2.0, 0.0123]))  # x settles there; 2.0 clips
+    spu.run(60_000, record=False)
+    result, _ = spu.run(1000, clear=True)
+    assert result["adc_clipped"] == 10  # one cell over the range, 10 samples
+    reading = spu.read()[1]["mean"]
+    step = config.adc.step
+    np.testing.assert_allclose(reading, [np.round(0.3 / step) * step,
+                                         np.round(-0.2 / step) * step, 1.0 - step, 0.0],
+                               atol=1e-9)
+
+
+def test_readout_noise_has_the_configured_variance() -> None:
+    noise = 0.05
+    config = DeviceConfig(kappa0=0.0, readout_noise=noise)
+    spu = EmulatedSPU(config)
+    spu.program(A4)
+    spu.run(100, seed=1)
+    samples = 20_000
+    spu.run(samples * 100, second_moments=True, clear=True)
+    _, arrays = spu.read(second_moments=True)
+    variance = np.diag(arrays["second_moment"]) - arrays["mean"] ** 2  # x is 0: pure noise
+    # The sample variance of M independent normals has standard error sigma^2 sqrt(2/M).
+    np.testing.assert_allclose(variance, noise**2, atol=4.5 * noise**2 * np.sqrt(2 / samples))
+
+
+def factors(n: int = 12, m: int = 3, seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    J = rng.standard_normal((m, n)) / np.sqrt(n)
+    root = rng.standard_normal((m, m))
+    return J, root @ root.T / m
+
+
+def test_factored_drift_equals_the_dense_drift() -> None:
+    """Same seed, same start: the factored and the dense Euler-Maruyama paths coincide."""
+    J, H = factors()
+    dense_matrix = J.T @ H @ J + 0.7 * np.eye(12)
+    paths = []
+    for program in ("dense", "factored"):
+        spu = EmulatedSPU(DeviceConfig(integrator="euler_maruyama", kappa0=0.01))
+        if program == "dense":
+            spu.program(dense_matrix)
+        else:
+            spu.program_factored(J, H, damping=0.7)
+        spu.set_bias(np.linspace(-1, 1, 12))
+        spu.run(500 * 100, clear=True, seed=9)
+        paths.append(spu.read()[1]["mean"])
+    np.testing.assert_allclose(paths[0], paths[1], rtol=1e-10, atol=1e-12)
+
+
+def test_factored_stationary_mean_matches_the_damped_solve() -> None:
+    J, H = factors(n=16, m=4, seed=6)
+    damping, kappa0, samples = 0.5, 0.01, 100_000
+    A = J.T @ H @ J + damping * np.eye(16)
+    b = np.cos(np.arange(16.0))
+    spu = EmulatedSPU(DeviceConfig(kappa0=kappa0))
+    result, _ = spu.program_factored(J, H, damping=damping)
+    assert result["integrator"] == "euler_maruyama" and result["elements"] == 4 * (4 + 32)
+    spu.set_bias(b)
+    spu.run(100_000, record=False, seed=2)
+    spu.run(samples * 100, clear=True)
+    mean = spu.read()[1]["mean"]
+    modes = stats.euler_modes(A, kappa0, 0.1, steps_per_sample=1)
+    d2 = stats.mahalanobis_squared(mean - np.linalg.solve(A, b),
+                                   stats.covariance_of_mean(modes, samples))
+    assert d2 < stats.chi2_bound(16)
+
+
+def test_factored_programming_is_validated() -> None:
+    J, H = factors()
+    spu = EmulatedSPU(DeviceConfig(cells=12))
+
+    def code_of(call, *args, **kwargs) -> ErrorCode:  # type: ignore[no-untyped-def]
+        with pytest.raises(ProtocolError) as info:
+            call(*args, **kwargs)
+        return info.value.code
+
+    assert code_of(spu.program_factored, J, H[:2], 1.0) == ErrorCode.BAD_SHAPE
+    assert code_of(spu.program_factored, J, H, 1.0, integrator="exact") == ErrorCode.BAD_ARGUMENT
+    big = np.ones((4, 12))  # 4 (4 + 24) = 112 elements fit in 144; 5 (5 + 24) = 145 do not
+    spu.program_factored(big, np.eye(4), 1.0)
+    assert code_of(spu.program_factored, np.ones((5, 12)), np.eye(5), 1.0) == \
+        ErrorCode.CAPACITY_EXCEEDED
+    spu.program_factored(J, -H, 1.0)  # H negative definite: refused when run
+    assert code_of(spu.run, 100) == ErrorCode.NOT_POSITIVE_DEFINITE
+    spu.program_factored(J, H, 0.0)
+    assert code_of(spu.run, 100) == ErrorCode.NOT_POSITIVE_DEFINITE
+    spu.program_factored(J, 1000 * H, 1.0)
+    assert code_of(spu.run, 100) == ErrorCode.UNSTABLE_STEP
+
+
+def test_profiles() -> None:
+    assert profile_config("ideal") == DeviceConfig()  # the foundation's device
+    paper = profile_config("tngd-paper")
+    assert paper.coupling_dac.bits == 16 and paper.adc.bits == 16 and paper.tau_ns == 1000
+    board = profile_config("spu-8cell", seed=4)
+    assert board.cells == 8 and board.mismatch > 0 and board.seed == 4
+    with pytest.raises(ValueError, match="unknown profile"):
+        profile_config("tpu")
+    exact = settled_reading(profile_config("ideal", kappa0=0.0), np.ones(4))
+    rounded = settled_reading(profile_config("tngd-paper", kappa0=0.0), np.ones(4))
+    # Entries of A and b off by at most half a step e: ||dx|| <= ||A^-1|| (||dA|| ||x|| +
+    # ||db||) with ||dA|| <= N e / 2 and ||db|| <= sqrt(N) e / 2; the reading adds e / 2.
+    e, inverse_norm = paper.coupling_dac.step, 1 / np.linalg.eigvalsh(A4)[0]
+    bound = inverse_norm * (4 * e / 2 * np.linalg.norm(exact) + 2 * e / 2) + e / 2
+    assert 0 < np.max(np.abs(exact - rounded)) <= bound
