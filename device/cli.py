@@ -20,6 +20,26 @@ from urllib.parse import urlsplit
 from timing import PROFILES, TimingModel
 
 DEFAULT_BIND = "tcp://127.0.0.1:5555"
+# Device options: flag, type, metavar, help. The flag names the DeviceConfig field (see
+# FIELD_OF for the two whose names differ).
+DEVICE_OPTIONS: tuple[tuple[str, type, str, str], ...] = (
+    ("--cells", int, "N", "capacity: largest N (ideal: 4096)"),
+    ("--resistance", float, "OHM", "cell resistance R; tau = RC (1 kOhm)"),
+    ("--capacitance", float, "FARAD", "cell capacitance C; tau = RC (1 nF)"),
+    ("--kappa0", float, "K", "noise intensity: stationary covariance kappa0 A^-1 (0.01)"),
+    ("--em-step-ns", int, "NS", "Euler-Maruyama step (100)"),
+    ("--sample-interval-ns", int, "NS", "ADC sample interval, a multiple of the step (100)"),
+    ("--seed", int, "S", "noise seed at power-on (0)"),
+    ("--dac-full-scale", float, "V", "coupling DAC range +-V (ideal: none)"),
+    ("--bias-full-scale", float, "V", "bias and state DAC range +-V (ideal: none)"),
+    ("--adc-full-scale", float, "V", "ADC range +-V (ideal: none)"),
+    ("--readout-noise", float, "V", "std of the noise on each ADC reading (0)"),
+    ("--mismatch", float, "SIGMA", "relative std of each element's fixed error (0)"),
+    ("--bias-offset", float, "V", "std of the fixed per-cell bias offsets (0)"),
+    ("--readout-offset", float, "V", "std of the fixed per-cell readout offsets (0)"),
+    ("--serial", int, "S", "chip serial number: fixes mismatch and offsets (0)"),
+)
+FIELD_OF = {"resistance": "resistance_ohm", "capacitance": "capacitance_farad"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,25 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow-remote", action="store_true",
                        help="allow binding a non-loopback address (unauthenticated: only on a "
                             "network you trust)")
-    device = serve.add_argument_group("device")
-    device.add_argument("--cells", type=int, default=4096, help="capacity: largest N")
-    device.add_argument("--resistance", type=float, default=1e3, metavar="OHM",
-                        help="cell resistance R; tau = RC")
-    device.add_argument("--capacitance", type=float, default=1e-9, metavar="FARAD",
-                        help="cell capacitance C; tau = RC")
-    device.add_argument("--kappa0", type=float, default=1e-2,
-                        help="noise intensity: stationary covariance kappa0 * A^-1")
-    device.add_argument("--integrator", choices=("exact", "euler_maruyama"), default="exact",
+    unset = argparse.SUPPRESS  # options left out keep the profile's value
+    device = serve.add_argument_group(
+        "device (docs/physics.md; unset options keep the profile's value)")
+    device.add_argument("--profile", choices=sorted(PROFILES), default="ideal",
+                        help="named parameter set: ideal, tngd-paper or spu-8cell")
+    for option, kind, metavar, text in DEVICE_OPTIONS:
+        device.add_argument(option, type=kind, default=unset, metavar=metavar, help=text)
+    device.add_argument("--integrator", choices=("exact", "euler_maruyama"), default=unset,
                         help="default integrator (a program request may choose another)")
-    device.add_argument("--em-step-ns", type=int, default=100, help="Euler-Maruyama step")
-    device.add_argument("--sample-interval-ns", type=int, default=100,
-                        help="ADC sample interval (a multiple of the Euler-Maruyama step)")
-    device.add_argument("--seed", type=int, default=0, help="noise seed at power-on")
-    device.add_argument("--profile", choices=sorted(PROFILES), default="tngd-paper",
-                        help="named parameter set (docs/timing.md); the options below override it")
     timing = serve.add_argument_group(
         "timing model (docs/timing.md; unset options keep the profile's value)")
-    unset = argparse.SUPPRESS
     timing.add_argument("--bits-per-value", type=int, default=unset, metavar="BITS",
                         help="width of a transferred value")
     timing.add_argument("--link-gbps", type=float, default=unset, metavar="GBPS",
@@ -95,9 +107,15 @@ def is_loopback(endpoint: str) -> bool:
         return False
 
 
-def timing_model(args: argparse.Namespace) -> TimingModel:
-    """The profile's timing model with the options given on the command line applied."""
-    model = PROFILES[args.profile]
+def device_fields(args: argparse.Namespace) -> dict[str, object]:
+    """The DeviceConfig fields given on the command line (the device group's options)."""
+    dests = [option[2:].replace("-", "_") for option, *_ in DEVICE_OPTIONS] + ["integrator"]
+    return {FIELD_OF.get(dest, dest): getattr(args, dest) for dest in dests
+            if hasattr(args, dest)}
+
+
+def timing_model(args: argparse.Namespace, model: TimingModel) -> TimingModel:
+    """``model`` (the profile's) with the timing options given on the command line applied."""
 
     def given(**options: str) -> dict[str, object]:
         """{field: value} of the options given, by field name -> option attribute."""
@@ -133,14 +151,11 @@ def _serve(args: argparse.Namespace, log: logging.Logger) -> int:
     import zmq
 
     from device import kernels
-    from device.config import DeviceConfig
+    from device.config import profile_config
     from device.server import DeviceServer
     try:
-        config = DeviceConfig(
-            cells=args.cells, resistance_ohm=args.resistance, capacitance_farad=args.capacitance,
-            kappa0=args.kappa0, integrator=args.integrator, em_step_ns=args.em_step_ns,
-            sample_interval_ns=args.sample_interval_ns, seed=args.seed, profile=args.profile,
-            timing=timing_model(args))
+        base = profile_config(args.profile)
+        config = replace(base, timing=timing_model(args, base.timing), **device_fields(args))
     except ValueError as error:
         log.error("%s", error)
         return 2
