@@ -1,0 +1,86 @@
+"""Numba kernel of the exact linear-SDE step z <- phi z + drive + F eta (device/linear_sde.py).
+
+One canonical signature, like device/kernels.py: C-contiguous float64 arrays, Python ints and
+bools, one ``numpy.random.Generator``; cached on disk and releasing the GIL. Units are the
+circuit's own (tau or seconds; x and p, or volts and amperes). The noise of up to
+``_NOISE_BATCH`` samples is formed as one BLAS matrix product; the normals are drawn in sample
+order (sample k uses draws k r ... k r + r - 1), so how a run is split into calls does not change
+which noise a sample gets.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from device.kernels import _flush
+
+# Samples whose noise is formed by one matrix product, and whose outer products are added by one.
+_NOISE_BATCH = 64
+_SECOND_MOMENT_BATCH = 64
+
+
+@njit(cache=True, nogil=True)
+def linear_sde_run(phi, drive, noise_factor, z, n_samples, rng, record, second_moments,
+                   n_observed, sum_x, sum_xx):
+    """Advance z (d,) in place by ``n_samples`` exact steps z <- phi z + drive + F eta.
+
+    phi (d, d); drive (d,) = psi u; noise_factor F (d, r), eta ~ N(0, I_r) (r = 0: no noise).
+    After each step the ADC samples the first ``n_observed`` coordinates: with ``record`` they
+    are added to ``sum_x`` (n_observed,) and, with ``second_moments``, their outer product to
+    ``sum_xx`` (n_observed, n_observed); pass a (0, 0) array when not needed. Returns the number
+    of samples taken: fewer than ``n_samples`` if z stopped being finite (that sample and the
+    rest are not recorded; z is left non-finite).
+    """
+    d = z.size
+    r = noise_factor.shape[1]
+    factor_t = noise_factor.T
+    moved = np.empty(d)
+    rows = np.empty((_SECOND_MOMENT_BATCH if (record and second_moments) else 0, n_observed))
+    filled = 0
+    done = 0
+    while done < n_samples:
+        block = min(_NOISE_BATCH, n_samples - done)
+        if r > 0:
+            eta = np.empty((block, r))
+            for k in range(block):
+                for j in range(r):
+                    eta[k, j] = rng.standard_normal()
+            noise = np.dot(eta, factor_t)
+        else:
+            noise = np.zeros((block, d))
+        for k in range(block):
+            np.dot(phi, z, moved)
+            finite = True
+            for i in range(d):
+                z[i] = moved[i] + drive[i] + noise[k, i]
+                if not np.isfinite(z[i]):
+                    finite = False
+            if not finite:
+                _flush(rows, filled, sum_xx)
+                return done + k
+            if record:
+                for i in range(n_observed):
+                    sum_x[i] += z[i]
+                if second_moments:
+                    rows[filled, :] = z[:n_observed]
+                    filled += 1
+                    if filled == _SECOND_MOMENT_BATCH:
+                        _flush(rows, filled, sum_xx)
+                        filled = 0
+        done += block
+    _flush(rows, filled, sum_xx)
+    return n_samples
+
+
+def warm_up() -> None:
+    """Compile (or load from the cache) the kernel with its one canonical signature."""
+    d = 2
+    phi, factor = np.eye(d) * 0.5, np.ones((d, 1))
+    z, drive = np.zeros(d), np.zeros(d)
+    sum_x, sum_xx = np.zeros(1), np.zeros((1, 1))
+    linear_sde_run(phi, drive, factor, z, 1, np.random.default_rng(0), True, True, 1,
+                   sum_x, sum_xx)
+
+
+KERNELS = (linear_sde_run,)
