@@ -236,8 +236,11 @@ def print_table(rows: Sequence[Row], file=None) -> None:
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
+    """A benchmark's command line, with the option every benchmark shares (--retries)."""
     parser = argparse.ArgumentParser(description=description,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--retries", type=int, default=1,
+                        help="extra attempts of a measurement taken while the machine was busy")
     return parser
 
 

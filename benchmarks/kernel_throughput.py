@@ -164,8 +164,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), metavar="N")
     parser.add_argument("--threads", type=int, nargs="+", default=list(THREADS),
                         help="BLAS thread counts (threadpoolctl: numpy's and scipy's OpenBLAS)")
-    parser.add_argument("--retries", type=int, default=1,
-                        help="extra attempts of a cell measured while the machine was busy")
     args = parser.parse_args(argv)
     print_table(measure(args.reps, args.min_seconds, args.sizes, args.threads, args.retries))
     return 0

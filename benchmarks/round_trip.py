@@ -60,8 +60,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blocks", type=int, default=20, help="alternating blocks per peer")
     parser.add_argument("--per-block", type=int, default=500, help="round trips per block")
     parser.add_argument("--warmup", type=int, default=500, help="untimed round trips per peer")
-    parser.add_argument("--retries", type=int, default=1,
-                        help="extra attempts if the machine was busy meanwhile")
     args = parser.parse_args(argv)
     print_table(measure(args.blocks, args.per_block, args.warmup, args.retries))
     return 0

@@ -6,7 +6,6 @@ Each benchmark is also a script of its own (``--help`` for its options).
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
@@ -18,14 +17,12 @@ from dataclasses import asdict
 import kernel_throughput
 import round_trip
 import upload
-from _common import print_table
+from _common import base_parser, print_table
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
-    parser.add_argument("--retries", type=int, default=1,
-                        help="extra attempts of a measurement taken while the machine was busy")
     args = parser.parse_args(argv)
     import numpy as np
 

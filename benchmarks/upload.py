@@ -57,8 +57,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", type=int, default=N, help="matrix size")
     parser.add_argument("--reps", type=int, default=15, help="timed uploads per peer")
     parser.add_argument("--warmup", type=int, default=3, help="untimed uploads per peer")
-    parser.add_argument("--retries", type=int, default=1,
-                        help="extra attempts if the machine was busy meanwhile")
     args = parser.parse_args(argv)
     print_table(measure(args.n, args.reps, args.warmup, args.retries))
     return 0
