@@ -102,7 +102,9 @@ def euler_maruyama_run(A, b, x, h, noise_scale, n_samples, steps_per_sample, rng
     Runs ``n_samples`` ADC samples of ``steps_per_sample`` steps each; when ``record`` adds each
     sample (as the ADC reads it, see :func:`_convert`) to sums = (sum_x (N,), sum_xx (N, N)),
     the outer products only with ``second_moments``. Returns the number of samples taken:
-    fewer than ``n_samples`` if the state stopped being finite (the run diverged at the next).
+    fewer than ``n_samples`` if the state stopped being finite (the run diverged at the next);
+    the sums are then incomplete (buffered outer products are not added) and the caller
+    discards them.
     """
     n = x.size
     ax, reading = np.empty(n), np.empty(n)
