@@ -18,6 +18,9 @@ from timing import PROFILES as TIMING_PROFILES
 from timing import TimingModel
 
 
+DYNAMICS = ("overdamped", "underdamped", "rlc")
+
+
 @dataclass(frozen=True)
 class DeviceConfig:
     """Parameters of one emulated SPU.
@@ -42,6 +45,13 @@ class DeviceConfig:
     bias_offset, readout_offset: standard deviation of the fixed per-cell offsets added to the
         bias and to every reading (state units).
     serial: the chip's serial number: same serial, same mismatch and offsets.
+    dynamics: the cells: "overdamped" RC cells (first order), "underdamped" Langevin cells
+        (position and momentum, ``mass`` and ``friction`` in tau units), or the SPU board's
+        "rlc" cells (voltage and inductor current; a programmed A becomes the Maxwell
+        capacitance matrix capacitance_farad * A, with resistance_ohm and inductance_henry).
+        Second-order dynamics run the exact integrator only.
+    sign_capable: rlc only: couplings can realise either sign (differential), so any symmetric
+        positive definite matrix can be programmed.
     """
 
     cells: int = 4096
@@ -62,6 +72,11 @@ class DeviceConfig:
     bias_offset: float = 0.0
     readout_offset: float = 0.0
     serial: int = 0
+    dynamics: str = "overdamped"
+    mass: float = 1.0
+    friction: float = 1.0
+    inductance_henry: float = 1e-6
+    sign_capable: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -88,6 +103,11 @@ class DeviceConfig:
         for name in ("readout_noise", "mismatch", "bias_offset", "readout_offset"):
             if not 0 <= getattr(self, name) < math.inf:
                 problems.append(f"{name}={getattr(self, name)} must be >= 0 and finite")
+        if self.dynamics not in DYNAMICS:
+            problems.append(f"dynamics={self.dynamics!r} must be one of {list(DYNAMICS)}")
+        for name in ("mass", "friction", "inductance_henry"):
+            if not 0 < getattr(self, name) < math.inf:
+                problems.append(f"{name}={getattr(self, name)} must be positive and finite")
         if not 0 <= self.serial < 2**63:
             problems.append(f"serial={self.serial} must be a non-negative 63-bit integer")
         try:
@@ -144,9 +164,11 @@ PROFILES: dict[str, dict[str, Any]] = {
     "ideal": {},
     # The TNGD paper's assumptions: 16-bit conversions, RC = 1 us; the ranges are ours.
     "tngd-paper": {"dac_full_scale": 16.0, "bias_full_scale": 16.0, "adc_full_scale": 16.0},
-    # The 8-cell SPU board (arXiv 2312.04836): 8 cells read at 12 MHz; 12-bit converters,
-    # 1 % component tolerance and 1 mV-scale offsets and noise are our assumptions.
-    "spu-8cell": {"cells": 8, "dac_full_scale": 2.0, "bias_full_scale": 2.0,
+    # The 8-cell SPU board (arXiv 2312.04836): 8 capacitively coupled RLC cells read at 12 MHz;
+    # L = 1 uH (a 5 MHz resonance with 1 nF), 12-bit converters, 1 % component tolerance and
+    # 1 mV-scale offsets and noise are our assumptions.
+    "spu-8cell": {"cells": 8, "dynamics": "rlc", "inductance_henry": 1e-6,
+                  "dac_full_scale": 2.0, "bias_full_scale": 2.0,
                   "adc_full_scale": 2.0, "mismatch": 0.01, "bias_offset": 1e-3,
                   "readout_offset": 1e-3, "readout_noise": 1e-3},
 }

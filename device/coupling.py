@@ -15,6 +15,8 @@ import numpy as np
 from device import kernels
 from device.config import DeviceConfig
 from device.mismatch import Array, deviations, symmetric_deviations
+from device.circuits import LinearCircuit, check_realisable, rlc_network, underdamped_langevin
+from device.linear_sde import LinearTransition, transition
 from device.transition import (
     ExactTransition,
     check_euler_step,
@@ -58,14 +60,22 @@ class DenseCoupling:
         _check_capacity(A.shape[0], A.size, config)
         A = canonical(A)
         _check_symmetric_finite(A, "the coupling matrix", "A")
+        if config.dynamics == "rlc":
+            try:
+                check_realisable(A, "A", config.sign_capable)
+            except ValueError as error:
+                raise ProtocolError(ErrorCode.NOT_REALISABLE, str(error)) from None
         realised, clipped = config.coupling_dac.apply(A)
         if config.mismatch:
             realised *= 1 + config.mismatch * symmetric_deviations(config.serial, Array.COUPLING,
                                                                     A.shape[0])
         return cls(realised, clipped)
 
-    def check(self, integrator: str, config: DeviceConfig) -> ExactTransition | None:
+    def check(self, integrator: str,
+              config: DeviceConfig) -> ExactTransition | CircuitTransition | None:
         """Refuse a matrix the integrator cannot run; for "exact", its transition operators."""
+        if config.dynamics != "overdamped":
+            return circuit_transition(self.A, integrator, config)
         if integrator == "exact":
             eigenvalues, eigenvectors = np.linalg.eigh(self.A)
             check_positive_definite(eigenvalues)
@@ -153,6 +163,37 @@ class FactoredCoupling:
 
 
 Coupling = DenseCoupling | FactoredCoupling
+
+
+@dataclass(frozen=True)
+class CircuitTransition:
+    """A second-order circuit (state z = (x, p) or (v, i), d = 2N) and its exact step over one
+    sample interval."""
+
+    circuit: LinearCircuit
+    step: LinearTransition
+
+
+def circuit_transition(A: np.ndarray, integrator: str, config: DeviceConfig) -> CircuitTransition:
+    """The underdamped or RLC circuit programmed with A, and its exact step.
+
+    RLC: the Maxwell capacitance matrix is capacitance_farad * A and the injected current
+    noise kappa0 * capacitance_farad / resistance_ohm (A^2 s), so that the voltages' stationary
+    covariance is kappa0 A^-1, as on the overdamped device; time in seconds.
+    """
+    if integrator != "exact":
+        raise ProtocolError(ErrorCode.BAD_ARGUMENT, f"{config.dynamics} cells run the exact "
+                            "integrator only", integrator=integrator)
+    check_positive_definite(np.linalg.eigvalsh(A))
+    if config.dynamics == "underdamped":
+        circuit = underdamped_langevin(A, config.kappa0, config.mass, config.friction)
+        interval = config.sample_interval_ns / config.tau_ns
+    else:
+        scale, resistance = config.capacitance_farad, config.resistance_ohm
+        circuit = rlc_network(scale * A, config.inductance_henry, resistance,
+                              config.kappa0 * scale / resistance)
+        interval = config.sample_interval_ns * 1e-9
+    return CircuitTransition(circuit, transition(circuit.drift, circuit.diffusion, interval))
 
 
 def _check_capacity(n: int, elements: int, config: DeviceConfig) -> None:

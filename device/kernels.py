@@ -215,6 +215,9 @@ def warm_up() -> None:
     euler_maruyama_run(A, vec, x, 0.1, 0.1, 1, 1, rng, True, True, sums, adc)
     euler_maruyama_factored_run(A, A, vec, vec, x, 0.1, 0.1, 1, 1, rng, True, True, sums, adc)
     exact_modal_run(vec, vec, vec, x, A, 1, rng, True, True, sums, adc)
+    from device import kernels_linear  # it builds on this module's sampling helpers
+
+    kernels_linear.warm_up()
 
 
 def seconds_per_cell_step(n: int = 128, steps: int = 200) -> float:

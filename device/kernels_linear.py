@@ -13,30 +13,29 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from device.kernels import _flush
+from device.kernels import _flush, _sample, _second_moment_buffer, ideal_adc
 
-# Samples whose noise is formed by one matrix product, and whose outer products are added by one.
+# Samples whose noise is formed by one matrix product.
 _NOISE_BATCH = 64
-_SECOND_MOMENT_BATCH = 64
 
 
 @njit(cache=True, nogil=True)
 def linear_sde_run(phi, drive, noise_factor, z, n_samples, rng, record, second_moments,
-                   n_observed, sum_x, sum_xx):
+                   n_observed, sums, adc):
     """Advance z (d,) in place by ``n_samples`` exact steps z <- phi z + drive + F eta.
 
     phi (d, d); drive (d,) = psi u; noise_factor F (d, r), eta ~ N(0, I_r) (r = 0: no noise).
-    After each step the ADC samples the first ``n_observed`` coordinates: with ``record`` they
-    are added to ``sum_x`` (n_observed,) and, with ``second_moments``, their outer product to
-    ``sum_xx`` (n_observed, n_observed); pass a (0, 0) array when not needed. Returns the number
-    of samples taken: fewer than ``n_samples`` if z stopped being finite (that sample and the
-    rest are not recorded; z is left non-finite).
+    After each step the ADC samples the first ``n_observed`` coordinates (the positions or
+    voltages) as :func:`device.kernels.euler_maruyama_run` does: sums = (sum_x (n_observed,),
+    sum_xx (n_observed, n_observed) or (0, 0)), adc as there. Returns the number of samples
+    taken: fewer than ``n_samples`` if z stopped being finite (the sums are then incomplete and
+    the caller discards them).
     """
     d = z.size
     r = noise_factor.shape[1]
     factor_t = noise_factor.T
-    moved = np.empty(d)
-    rows = np.empty((_SECOND_MOMENT_BATCH if (record and second_moments) else 0, n_observed))
+    moved, reading = np.empty(d), np.empty(n_observed)
+    batch = _second_moment_buffer(record and second_moments, n_observed)
     filled = 0
     done = 0
     while done < n_samples:
@@ -51,25 +50,16 @@ def linear_sde_run(phi, drive, noise_factor, z, n_samples, rng, record, second_m
             noise = np.zeros((block, d))
         for k in range(block):
             np.dot(phi, z, moved)
-            finite = True
             for i in range(d):
                 z[i] = moved[i] + drive[i] + noise[k, i]
+            for i in range(n_observed, d):  # _sample checks the observed part
                 if not np.isfinite(z[i]):
-                    finite = False
-            if not finite:
-                _flush(rows, filled, sum_xx)
+                    return done + k
+            filled = _sample(z[:n_observed], record, sums, batch, filled, adc, reading, rng)
+            if filled < 0:
                 return done + k
-            if record:
-                for i in range(n_observed):
-                    sum_x[i] += z[i]
-                if second_moments:
-                    rows[filled, :] = z[:n_observed]
-                    filled += 1
-                    if filled == _SECOND_MOMENT_BATCH:
-                        _flush(rows, filled, sum_xx)
-                        filled = 0
         done += block
-    _flush(rows, filled, sum_xx)
+    _flush(batch, filled, sums[1])
     return n_samples
 
 
@@ -78,9 +68,9 @@ def warm_up() -> None:
     d = 2
     phi, factor = np.eye(d) * 0.5, np.ones((d, 1))
     z, drive = np.zeros(d), np.zeros(d)
-    sum_x, sum_xx = np.zeros(1), np.zeros((1, 1))
-    linear_sde_run(phi, drive, factor, z, 1, np.random.default_rng(0), True, True, 1,
-                   sum_x, sum_xx)
+    sums = (np.zeros(1), np.zeros((1, 1)))
+    linear_sde_run(phi, drive, factor, z, 1, np.random.default_rng(0), True, True, 1, sums,
+                   ideal_adc(1))
 
 
 KERNELS = (linear_sde_run,)

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from device import kernels
+from device import kernels, kernels_linear
 from device.config import DeviceConfig
-from device.coupling import Coupling, DenseCoupling, FactoredCoupling
+from device.coupling import CircuitTransition, Coupling, DenseCoupling, FactoredCoupling
 from device.mismatch import Array, deviations
 from device.transition import ExactTransition
 from protocol import ErrorCode, ProtocolError
@@ -76,9 +76,10 @@ class EmulatedSPU:
         self._coupling: Coupling | None = None
         self._b = np.zeros(0)
         self._x = np.zeros(0)
+        self._hidden = np.zeros(0)  # second-order cells: momenta or inductor currents
         self._integrator = self.config.integrator
         self._ready = False  # the programmed coupling passed the integrator's checks
-        self._transition: ExactTransition | None = None
+        self._transition: ExactTransition | CircuitTransition | None = None
         self._averager = _Averager.empty(0)
         self._adc: AdcState = kernels.ideal_adc(0)
 
@@ -100,22 +101,29 @@ class EmulatedSPU:
                          reset_state: bool = False, integrator: str | None = None) -> Result:
         """Program the coupling J^T H J + damping I from J (m, N) and H (m, m); Euler-Maruyama
         only (the exact integrator needs the dense matrix)."""
-        if integrator == "exact":
-            raise ProtocolError(ErrorCode.BAD_ARGUMENT, "the exact integrator needs the dense "
-                                "matrix; factored programming runs Euler-Maruyama",
-                                integrator=integrator)
+        if integrator == "exact" or self.config.dynamics != "overdamped":
+            raise ProtocolError(ErrorCode.BAD_ARGUMENT, "factored programming runs "
+                                "Euler-Maruyama on overdamped cells only (the exact integrator "
+                                "and second-order cells need the dense matrix)",
+                                integrator=integrator, dynamics=self.config.dynamics)
         return self._install(FactoredCoupling.program(J, H, damping, self.config), reset_state,
                              "euler_maruyama")
 
     def set_bias(self, b: np.ndarray) -> Result:
         """Set the bias vector b (N,), through the bias DAC and the chip's bias offsets."""
-        realised, clipped = self.config.bias_dac.apply(self._checked_vector(b, "bias b"))
+        b = self._checked_vector(b, "bias b")
+        if self.config.dynamics == "rlc" and np.any(b):
+            raise ProtocolError(ErrorCode.BAD_ARGUMENT, "RLC cells cannot hold a bias: their "
+                                "inductors short DC, so the voltages average 0 whatever the "
+                                "bias (they sample and invert, they do not solve A x = b)")
+        realised, clipped = self.config.bias_dac.apply(b)
         self._b = realised + self._offsets(Array.BIAS_OFFSET, self.config.bias_offset)
         return self._uploaded(b.size, clipped)
 
     def set_state(self, x: np.ndarray) -> Result:
         """Set the cell state x (N,), e.g. to warm-start a run (through the bias DAC)."""
         self._x, clipped = self.config.bias_dac.apply(self._checked_vector(x, "state x"))
+        self._hidden = np.zeros(self.n)
         return self._uploaded(x.size, clipped)
 
     def run(self, duration_ns: int, record: bool = True, second_moments: bool = False,
@@ -169,7 +177,7 @@ class EmulatedSPU:
         if failure is not None and failure.code == ErrorCode.DIVERGED:
             self._x, self._averager = np.zeros(self.n), _Averager.empty(self.n)
         else:
-            self._x = stepper.state_x()
+            self._x, self._hidden = stepper.state_x(), stepper.hidden(self._hidden)
             self._averager.absorb(sums, stepper.basis)
         if failure is not None:
             raise failure
@@ -239,7 +247,7 @@ class EmulatedSPU:
                          self._adc_parameters(), np.zeros(1, dtype=np.int64))
             self._b = self._offsets(Array.BIAS_OFFSET, self.config.bias_offset, n)
         if resized or reset_state:
-            self._x = np.zeros(n)
+            self._x, self._hidden = np.zeros(n), np.zeros(n)
         timing = self.timing.upload(coupling.elements, cells=n)
         self.clock.advance(timing)
         return {"n": n, "elements": coupling.elements, "integrator": integrator,
@@ -285,7 +293,12 @@ class EmulatedSPU:
     def _work_per_sample(self, second_moments: bool) -> int:
         """Rough kernel work of one sample interval (multiply-adds), to size a run's chunks."""
         n = self.n
-        work = 16 * n if self._transition is not None else n * n * self._steps_per_sample()
+        if isinstance(self._transition, CircuitTransition):
+            work = 4 * n * n
+        elif self._transition is not None:
+            work = 16 * n
+        else:
+            work = n * n * self._steps_per_sample()
         return work + (n * n if second_moments else 0)
 
     def _prepare(self) -> None:
@@ -295,8 +308,11 @@ class EmulatedSPU:
             self._transition = self._programmed().check(self._integrator, self.config)
             self._ready = True
 
-    def _stepper(self) -> _ModalStepper | _EulerStepper:
+    def _stepper(self) -> _ModalStepper | _EulerStepper | _CircuitStepper:
         """The programmed integrator, set up from the current state and bias for one run."""
+        if isinstance(self._transition, CircuitTransition):
+            return _CircuitStepper(self._transition, self._x, self._hidden, self._b, self._rng,
+                                   self._adc)
         if self._transition is not None:
             return _ModalStepper(self._transition, self._x, self._b, self._rng, self._adc)
         config = self.config
@@ -329,6 +345,9 @@ class _ModalStepper:
     def state_x(self) -> np.ndarray:
         return self._t.eigenvectors @ self._y
 
+    def hidden(self, previous: np.ndarray) -> np.ndarray:
+        return previous
+
 
 class _EulerStepper:
     """Euler-Maruyama on x itself, with step h (tau units) and steps_per_sample per sample."""
@@ -349,6 +368,34 @@ class _EulerStepper:
 
     def state_x(self) -> np.ndarray:
         return self._x
+
+    def hidden(self, previous: np.ndarray) -> np.ndarray:
+        return previous
+
+
+class _CircuitStepper:
+    """Second-order cells: the exact step of z = (x, hidden), d = 2N, O(d^2) a sample; the ADC
+    reads x (positions or voltages)."""
+
+    basis = None
+
+    def __init__(self, ct: CircuitTransition, x: np.ndarray, hidden: np.ndarray,
+                 b: np.ndarray, rng: np.random.Generator, adc: AdcState) -> None:
+        self._step, self._rng, self._adc, self._n = ct.step, rng, adc, x.size
+        self._z = np.concatenate([x, hidden])
+        self._drive = ct.step.drive(ct.circuit.input_vector(b))
+
+    def advance(self, count: int, record: bool, second_moments: bool, sums: _Averager) -> int:
+        step = self._step
+        return int(kernels_linear.linear_sde_run(
+            step.phi, self._drive, step.noise_factor, self._z, count, self._rng, record,
+            second_moments, self._n, (sums.sum_x, sums.sum_xx), self._adc))
+
+    def state_x(self) -> np.ndarray:
+        return self._z[:self._n].copy()
+
+    def hidden(self, previous: np.ndarray) -> np.ndarray:
+        return self._z[self._n:].copy()
 
 
 def _wire(timing: dict[Phase, int]) -> dict[str, int]:

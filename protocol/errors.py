@@ -27,6 +27,7 @@ class ErrorCode(StrEnum):
     NON_FINITE = "NON_FINITE"  # NaN or inf in programmed values
     NOT_SYMMETRIC = "NOT_SYMMETRIC"
     NOT_POSITIVE_DEFINITE = "NOT_POSITIVE_DEFINITE"  # the dynamics would diverge
+    NOT_REALISABLE = "NOT_REALISABLE"  # the cells' circuit cannot realise the matrix (1.1)
     UNSTABLE_STEP = "UNSTABLE_STEP"  # Euler-Maruyama step too large for the programmed matrix
     NOT_PROGRAMMED = "NOT_PROGRAMMED"  # the op needs a coupling matrix and none is programmed
     NO_SAMPLES = "NO_SAMPLES"  # read asked for moments that no run has recorded
