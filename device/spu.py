@@ -59,7 +59,8 @@ AdcState = tuple[np.ndarray, np.ndarray, np.ndarray]  # the kernels' ``adc`` arg
 
 
 class EmulatedSPU:
-    """An SPU of ``config.cells`` RC cells solving dx = -(A x - b) dt/tau + sqrt(2 kappa0/tau) dW.
+    """An SPU of ``config.cells`` cells: RC cells solving dx = -(A x - b) dt/tau +
+    sqrt(2 kappa0/tau) dW, or the underdamped or RLC cells of ``config.dynamics``.
 
     What the host programs passes through the chip's converters and mismatch first: the dynamics
     run with the values as realised, and the ADC reads the state as configured.
@@ -146,7 +147,8 @@ class EmulatedSPU:
             self._rng = np.random.default_rng(seed)
         if clear:
             self._averager = _Averager.empty(self.n)
-        self._adc[2][0] = 0
+        clipped = self._adc[2]  # the ADC's clip counter, reported per run
+        clipped[0] = 0
         stepper = self._stepper()
         sums = _Averager.empty(self.n, second_moments)  # this run's, in the stepper's coordinates
         total = duration_ns // interval
@@ -175,13 +177,14 @@ class EmulatedSPU:
                                         "the recorded samples were cleared",
                                         completed_ns=(done + 1) * interval)
         if failure is not None and failure.code == ErrorCode.DIVERGED:
-            self._x, self._averager = np.zeros(self.n), _Averager.empty(self.n)
+            self._x, self._hidden = np.zeros(self.n), np.zeros(self.n)
+            self._averager = _Averager.empty(self.n)
         else:
             self._x, self._hidden = stepper.state_x(), stepper.hidden(self._hidden)
             self._averager.absorb(sums, stepper.basis)
         if failure is not None:
             raise failure
-        return {"samples": total if record else 0, "adc_clipped": int(self._adc[2][0]),
+        return {"samples": total if record else 0, "adc_clipped": int(clipped[0]),
                 "timing": _wire(self.timing.evolve(duration_ns))}, {}
 
     def read(self, second_moments: bool = False, clear: bool = True) -> Result:
