@@ -46,17 +46,22 @@ def check_positive_definite(eigenvalues: np.ndarray) -> None:
             "settle. Nothing was run.", smallest_eigenvalue=lam_min, largest_eigenvalue=lam_max)
 
 
-def check_euler_step(eigenvalues: np.ndarray, step_tau: float, em_step_ns: int) -> None:
-    """Raise UNSTABLE_STEP unless Euler-Maruyama with ``step_tau`` is stable (step * lam_max < 2)."""
+def check_euler_step(eigenvalues: np.ndarray, step_tau: float, em_step_ns: int,
+                     exact_available: bool = True) -> None:
+    """Raise UNSTABLE_STEP unless Euler-Maruyama with ``step_tau`` is stable (step * lam_max < 2).
+
+    The message suggests the exact integrator only where it is ``exact_available``.
+    """
     lam_max = float(eigenvalues[-1])
     if step_tau * lam_max >= 2.0:
         limit_ns = int(2.0 / lam_max * em_step_ns / step_tau)
+        remedy = ("use the exact integrator or an em_step_ns" if exact_available else
+                  "scale the curvature and damping down, or start the daemon with an em_step_ns")
         raise ProtocolError(
             ErrorCode.UNSTABLE_STEP,
-            f"Euler-Maruyama with a step of {step_tau:g} tau is unstable for this matrix "
-            f"(step x largest eigenvalue = {step_tau * lam_max:.3g} >= 2). Use the exact "
-            f"integrator or an em_step_ns below {limit_ns} ns. Nothing was run.",
-            largest_eigenvalue=lam_max, step_tau=step_tau)
+            f"Euler-Maruyama with a step of {step_tau:g} tau is unstable for this coupling "
+            f"(step x largest eigenvalue = {step_tau * lam_max:.3g} >= 2): {remedy} below "
+            f"{limit_ns} ns. Nothing was run.", largest_eigenvalue=lam_max, step_tau=step_tau)
 
 
 def exact_transition(eigenvalues: np.ndarray, eigenvectors: np.ndarray, kappa0: float,
