@@ -15,9 +15,15 @@ import sys
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from timing import PROFILES, TimingModel
+
+if TYPE_CHECKING:
+    from device.faults import FaultConfig
+    from device.security import CurveServerKeys
 
 DEFAULT_BIND = "tcp://127.0.0.1:5555"
 # Device options: flag, type, metavar, help. The flag names the DeviceConfig field (see
@@ -38,8 +44,12 @@ DEVICE_OPTIONS: tuple[tuple[str, type, str, str], ...] = (
     ("--bias-offset", float, "V", "std of the fixed per-cell bias offsets (0)"),
     ("--readout-offset", float, "V", "std of the fixed per-cell readout offsets (0)"),
     ("--serial", int, "S", "chip serial number: fixes mismatch and offsets (0)"),
+    ("--mass", float, "M", "underdamped cells: mass, tau units (1)"),
+    ("--friction", float, "GAMMA", "underdamped cells: friction, tau units (1)"),
+    ("--inductance", float, "HENRY", "rlc cells: inductance L (1 uH)"),
 )
-FIELD_OF = {"resistance": "resistance_ohm", "capacitance": "capacitance_farad"}
+FIELD_OF = {"resistance": "resistance_ohm", "capacitance": "capacitance_farad",
+            "inductance": "inductance_henry"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--bind", default=DEFAULT_BIND,
                        help="ZeroMQ endpoint; port 0 picks a free port (the READY line names it)")
     serve.add_argument("--allow-remote", action="store_true",
-                       help="allow binding a non-loopback address (unauthenticated: only on a "
-                            "network you trust)")
+                       help="allow binding a non-loopback address; also requires CURVE keys "
+                            "(--curve-secret-key-file, --curve-public-keys-dir)")
     unset = argparse.SUPPRESS  # options left out keep the profile's value
     device = serve.add_argument_group(
         "device (docs/physics.md; unset options keep the profile's value)")
@@ -68,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
         device.add_argument(option, type=kind, default=unset, metavar=metavar, help=text)
     device.add_argument("--integrator", choices=("exact", "euler_maruyama"), default=unset,
                         help="default integrator (a program request may choose another)")
+    device.add_argument("--dynamics", choices=("overdamped", "underdamped", "rlc"),
+                        default=unset, help="the cells: RC (overdamped), underdamped Langevin, "
+                        "or the SPU board's RLC cells (ideal: overdamped)")
+    device.add_argument("--sign-capable", action="store_true", default=unset,
+                        help="rlc cells: couplings of either sign (differential)")
     timing = serve.add_argument_group(
         "timing model (docs/timing.md; unset options keep the profile's value)")
     timing.add_argument("--bits-per-value", type=int, default=unset, metavar="BITS",
@@ -85,12 +100,86 @@ def build_parser() -> argparse.ArgumentParser:
                             help=f"{role} converters in parallel (0: one per cell)")
         timing.add_argument(f"--{bank}-settle-tau-ns", type=float, default=unset, metavar="NS",
                             help=f"{role} settling time constant")
+    add_reliability_options(serve)
     runtime = serve.add_argument_group("runtime")
     runtime.add_argument("--threads", type=int, default=1,
                          help="BLAS and numba threads for the kernels")
     runtime.add_argument("--log-level", default="info",
                          choices=("debug", "info", "warning", "error"))
     return parser
+
+
+def add_reliability_options(serve: argparse.ArgumentParser) -> None:
+    """Security (CURVE) and fault-injection options (docs/reliability.md, docs/hil.md)."""
+    security = serve.add_argument_group(
+        "security (a non-loopback --bind needs --allow-remote and both key files)")
+    security.add_argument("--curve-secret-key-file", metavar="PATH",
+                          help="the daemon's CURVE certificate with its secret key "
+                               "(zmq.auth.create_certificates' NAME.key_secret); with "
+                               "--curve-public-keys-dir, turns CURVE on, also on loopback")
+    security.add_argument("--curve-public-keys-dir", metavar="DIR",
+                          help="directory of the public certificates (*.key) of the clients "
+                               "allowed in")
+    faults = serve.add_argument_group(
+        "fault injection (docs/reliability.md); TRIGGER is P or P:COUNT: probability P each "
+        "time, at most COUNT times")
+    faults.add_argument("--test-mode", action="store_true",
+                        help="let clients switch faults on and off (op inject_fault)")
+    faults.add_argument("--fault-seed", type=int, default=0, metavar="S",
+                        help="seed of the random stream that decides when faults strike")
+    for name, text in (("drop-reply", "lose a reply after it was produced"),
+                       ("delay-reply", "hold a reply back --fault-delay-ms"),
+                       ("busy", "answer a device op BUSY without executing it"),
+                       ("reset", "power-cycle the device before a device op (new boot id)"),
+                       ("crash-run", "kill the daemon half-way through a run (exit status 70)"),
+                       ("adc-glitch", "add +-SIZE to one element of a read's mean")):
+        faults.add_argument(f"--fault-{name}", type=trigger, default=None, metavar="TRIGGER",
+                            help=text)
+    faults.add_argument("--fault-delay-ms", type=float, default=100.0, metavar="MS",
+                        help="how long a delayed reply is held back (wall time)")
+    faults.add_argument("--fault-glitch-size", type=float, default=10.0, metavar="SIZE",
+                        help="size of an ADC glitch (state units)")
+    faults.add_argument("--fault-stuck-cell", type=stuck_cell, action="append", default=[],
+                        metavar="I[=V]", help="cell I reads V (default 0) (repeatable)")
+    faults.add_argument("--fault-rail", type=float, default=None, metavar="V",
+                        help="readings saturate at +-V")
+
+
+def trigger(text: str) -> tuple[float, int | None]:
+    """A fault trigger ``P`` or ``P:COUNT`` as (probability, count or None)."""
+    p, _, count = text.partition(":")
+    try:
+        probability, limit = float(p), int(count) if count else None
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not P or P:COUNT") from None
+    if not 0 <= probability <= 1 or (limit is not None and limit < 1):
+        raise argparse.ArgumentTypeError(f"{text!r}: P must be in [0, 1] and COUNT >= 1")
+    return probability, limit
+
+
+def stuck_cell(text: str) -> tuple[int, float]:
+    """``I`` (stuck at 0) or ``I=V`` as (cell index, value)."""
+    index, _, value = text.partition("=")
+    try:
+        return int(index), float(value) if value else 0.0
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not I or I=V") from None
+
+
+def security_problem(args: argparse.Namespace) -> str | None:
+    """Why the daemon must not start with these bind and key options, or None."""
+    keys = (args.curve_secret_key_file, args.curve_public_keys_dir)
+    if any(keys) and not all(keys):
+        return "CURVE needs both --curve-secret-key-file and --curve-public-keys-dir"
+    if is_loopback(args.bind):
+        return None
+    if not args.allow_remote:
+        return (f"refusing to bind {args.bind}: not a loopback address (pass --allow-remote and "
+                "CURVE keys to expose the device on a network)")
+    if not all(keys):
+        return (f"refusing to bind {args.bind} without authentication: a non-loopback address "
+                "requires --curve-secret-key-file and --curve-public-keys-dir")
+    return None
 
 
 def is_loopback(endpoint: str) -> bool:
@@ -109,7 +198,8 @@ def is_loopback(endpoint: str) -> bool:
 
 def device_fields(args: argparse.Namespace) -> dict[str, object]:
     """The DeviceConfig fields given on the command line (the device group's options)."""
-    dests = [option[2:].replace("-", "_") for option, *_ in DEVICE_OPTIONS] + ["integrator"]
+    dests = [option[2:].replace("-", "_") for option, *_ in DEVICE_OPTIONS] + [
+        "integrator", "dynamics", "sign_capable"]
     return {FIELD_OF.get(dest, dest): getattr(args, dest) for dest in dests
             if hasattr(args, dest)}
 
@@ -137,9 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("spusim.device")
-    if not args.allow_remote and not is_loopback(args.bind):
-        log.error("refusing to bind %s: not a loopback address (pass --allow-remote to expose "
-                  "the device on a network)", args.bind)
+    problem = security_problem(args)
+    if problem is not None:
+        log.error("%s", problem)
         return 2
     for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                      "NUMBA_NUM_THREADS"):
@@ -156,6 +246,8 @@ def _serve(args: argparse.Namespace, log: logging.Logger) -> int:
     try:
         base = profile_config(args.profile)
         config = replace(base, timing=timing_model(args, base.timing), **device_fields(args))
+        faults = fault_config(args)
+        curve = curve_keys(args)
     except ValueError as error:
         log.error("%s", error)
         return 2
@@ -165,7 +257,8 @@ def _serve(args: argparse.Namespace, log: logging.Logger) -> int:
     log.info("kernels warm in %.2f s (%.2g ns per cell-step)", time.perf_counter() - started,
              speed * 1e9)
     try:
-        server = DeviceServer(config, args.bind, seconds_per_cell_step=speed)
+        server = DeviceServer(config, args.bind, seconds_per_cell_step=speed, faults=faults,
+                              test_mode=args.test_mode, curve=curve)
     except zmq.ZMQError as error:
         log.error("cannot bind %s: %s", args.bind, error)
         return 1
@@ -175,3 +268,28 @@ def _serve(args: argparse.Namespace, log: logging.Logger) -> int:
     print(f"READY {server.endpoint}", flush=True)
     server.serve(stop)
     return 0
+
+
+def fault_config(args: argparse.Namespace) -> FaultConfig:
+    """The faults the fault-injection options ask for (ValueError if inconsistent)."""
+    from device.faults import FaultConfig, Trigger
+    from protocol import FAULT_TRIGGERS
+
+    triggers = {name: Trigger(*value) for name in FAULT_TRIGGERS
+                if (value := getattr(args, f"fault_{name}")) is not None}
+    return FaultConfig(seed=args.fault_seed, delay_ms=args.fault_delay_ms,
+                       glitch_size=args.fault_glitch_size,
+                       stuck_cells=tuple(args.fault_stuck_cell), rail=args.fault_rail, **triggers)
+
+
+def curve_keys(args: argparse.Namespace) -> CurveServerKeys | None:
+    """The CURVE key files given, checked (ValueError if unusable); None: no CURVE."""
+    from device.security import CurveServerKeys
+
+    if args.curve_secret_key_file is None:
+        return None
+    keys = CurveServerKeys(Path(args.curve_secret_key_file), Path(args.curve_public_keys_dir))
+    problems = keys.problems()
+    if problems:
+        raise ValueError("; ".join(problems))
+    return keys

@@ -14,15 +14,18 @@ from host.errors import (
     DeviceBusy,
     DeviceError,
     DeviceInternalError,
+    DeviceLeased,
     DeviceRestarted,
     DeviceStateError,
     DeviceTimeout,
     InvalidRequest,
+    LeaseExpired,
     MatrixRejected,
+    ReplyLost,
 )
 
 __all__ = [
     "DaemonStartError", "Device", "DeviceBusy", "DeviceError", "DeviceInternalError",
-    "DeviceRestarted", "DeviceStateError", "DeviceTimeout", "InvalidRequest", "MatrixRejected",
-    "Readout", "linalg",
+    "DeviceLeased", "DeviceRestarted", "DeviceStateError", "DeviceTimeout", "InvalidRequest",
+    "LeaseExpired", "MatrixRejected", "Readout", "ReplyLost", "linalg",
 ]

@@ -10,13 +10,17 @@
 Every call validates the reply, raises a typed :mod:`host.errors` exception on failure, tracks
 the device's simulated clock (:attr:`Device.sim_time_ns`) and notices a daemon restart (a new
 boot id) as :class:`~host.errors.DeviceRestarted`. Timeouts grow with the work a call asks for.
+A timed-out call is retried when that is safe: always for idempotent ops, and for every op when
+the daemon deduplicates requests (protocol >= 1.1); BUSY is retried after a back-off.
+:meth:`Device.lease` keeps other clients off the device (docs/hil.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,15 +28,18 @@ from typing import Any
 import numpy as np
 
 from host.daemon import DaemonProcess
-from host.errors import DeviceRestarted, InvalidRequest, error_from_reply
-from host.transport import Transport
-from protocol import ErrorCode, Reply, spec_for
+from host.errors import DeviceLeased, DeviceRestarted, InvalidRequest, error_from_reply
+from host.transport import CurveClientKeys, Transport
+from protocol import FAULT_TRIGGERS, ErrorCode, Reply, spec_for
 from timing.report import Span, write_chrome_trace
 
 # Safety factor on the daemon's own kernel speed when sizing a call's timeout.
 _WORK_TIMEOUT_FACTOR = 20.0
 # Pessimistic transfer rate for sizing the timeout of large uploads and reads, bytes/s.
 _SLOW_LINK_BYTES_PER_S = 50e6
+# First wait before resending a request answered BUSY (or LEASED, in acquire), s; doubles.
+_BACKOFF_S = 0.05
+_MAX_BACKOFF_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -61,7 +68,8 @@ class Device:
     """A connection to one SPU daemon. Use :meth:`connect` or :meth:`spawn`; a context manager.
 
     timeout: seconds allowed for a call that asks for little work; calls that ask for more get
-    proportionally longer. retries: extra attempts for calls that are safe to repeat.
+    proportionally longer. retries: extra attempts for calls that are safe to repeat, and for
+    calls answered BUSY.
     """
 
     def __init__(self, transport: Transport, *, timeout: float = 10.0, retries: int = 2,
@@ -73,16 +81,29 @@ class Device:
         self._boot_id: str | None = None
         self._info: dict[str, Any] = {}
         self._sim_time_ns = 0
-        self._n = 0
+        self._n = 0  # programmed cells
+        self._elements = 0  # programmable elements in use: N^2, or m (m + 2N) factored
+        self._rows = 0  # N, or m factored: the size of the first run's check
         self._integrator: str | None = None
         self._ready = False  # the programmed matrix passed a run's checks
         self._phase_ns: dict[str, int] = {}
         self._timeline: list[Span] = []
 
     @classmethod
-    def connect(cls, endpoint: str, *, timeout: float = 10.0, retries: int = 2) -> Device:
-        """Connect to a running daemon at ``endpoint`` and shake hands (``hello``)."""
-        device = cls(Transport(endpoint), timeout=timeout, retries=retries)
+    def connect(cls, endpoint: str, *, timeout: float = 10.0, retries: int = 2,
+                curve_server_key: str | Path | None = None,
+                curve_client_key: str | Path | None = None) -> Device:
+        """Connect to a running daemon at ``endpoint`` and shake hands (``hello``).
+
+        For a daemon that requires CURVE, pass its public certificate (``curve_server_key``)
+        and this client's secret certificate (``curve_client_key``); see docs/hil.md.
+        """
+        curve = None
+        if curve_server_key is not None or curve_client_key is not None:
+            if curve_server_key is None or curve_client_key is None:
+                raise ValueError("CURVE needs both curve_server_key and curve_client_key")
+            curve = CurveClientKeys(curve_server_key, curve_client_key)
+        device = cls(Transport(endpoint, curve=curve), timeout=timeout, retries=retries)
         try:
             device.hello()
         except BaseException:
@@ -125,6 +146,22 @@ class Device:
     @property
     def endpoint(self) -> str:
         return self._transport.endpoint
+
+    @property
+    def session(self) -> str:
+        """The session id this client sends: the daemon's key for its replies and lease."""
+        return self._transport.session
+
+    @property
+    def requests_sent(self) -> int:
+        """Requests this client has sent, every retry counted."""
+        return self._transport.sent
+
+    @property
+    def deduplicates(self) -> bool:
+        """Whether the daemon answers a resent request from its reply cache (protocol 1.1),
+        which makes every call safe to retry."""
+        return tuple(self._info.get("protocol", (1, 0))) >= (1, 1)
 
     @property
     def info(self) -> dict[str, Any]:
@@ -199,7 +236,22 @@ class Device:
         A = as_float64(A, "A", 2)
         result = self._call("program", {"reset_state": reset_state, "integrator": integrator},
                             {"A": A}, extra_timeout=A.nbytes / _SLOW_LINK_BYTES_PER_S).result
-        self._n, self._integrator, self._ready = A.shape[0], result["integrator"], False
+        self._programmed(result, rows=A.shape[0])
+        return result
+
+    def program_factored(self, J: Any, H: Any, damping: float, *,
+                         reset_state: bool = False) -> dict[str, Any]:
+        """Program the coupling J^T H J + damping I from J (m, N) and H (m, m), the TNGD
+        hardware's factored form: the N x N matrix is never formed (m (m + 2N) elements).
+
+        Runs use Euler-Maruyama; state rules as in :meth:`program`.
+        """
+        J, H = as_float64(J, "J", 2), as_float64(H, "H", 2)
+        result = self._call("program_factored", {"damping": float(damping),
+                                                 "reset_state": reset_state},
+                            {"J": J, "H": H},
+                            extra_timeout=(J.nbytes + H.nbytes) / _SLOW_LINK_BYTES_PER_S).result
+        self._programmed(result, rows=J.shape[0])
         return result
 
     def set_bias(self, b: Any) -> dict[str, Any]:
@@ -216,7 +268,8 @@ class Device:
 
         record: add the ADC samples to the device's averager; second_moments: also x x^T;
         clear: discard previously recorded samples first; seed: restart the noise stream.
-        Never retried: a run advances the device and its noise.
+        A run advances the device and its noise, so it is retried after a timeout only when the
+        daemon deduplicates (:attr:`deduplicates`): it then executes at most once.
         """
         result = self._call("run", {"duration_ns": int(duration_ns), "record": record,
                                     "second_moments": second_moments, "clear": clear,
@@ -236,14 +289,74 @@ class Device:
 
     def reset(self) -> dict[str, Any]:
         """Power-on state: nothing programmed; the clock and noise stream continue."""
-        self._n, self._integrator, self._ready = 0, None, False
+        self._forget_programming()
         return self._call("reset").result
 
     def shutdown(self) -> None:
         """Ask the daemon to stop (it answers first, then exits with code 0)."""
         self._call("shutdown")
 
+    def acquire(self, ttl_s: float = 60.0, *, wait_s: float = 0.0) -> dict[str, Any]:
+        """Take the device's lease: until released, or ``ttl_s`` seconds (wall time) after this
+        client's last request, other sessions' device ops are refused (LEASED).
+
+        wait_s: keep trying, with back-off, this long while another session holds it; then
+        :class:`~host.errors.DeviceLeased`. Acquiring a lease already held renews it.
+        """
+        deadline, backoff = time.monotonic() + wait_s, _BACKOFF_S
+        while True:
+            try:
+                return self._call("acquire", {"ttl_s": float(ttl_s)}).result
+            except DeviceLeased:
+                if time.monotonic() + backoff > deadline:
+                    raise
+            time.sleep(backoff)
+            backoff = min(2 * backoff, _MAX_BACKOFF_S)
+
+    def release(self) -> bool:
+        """Give the lease up; False if this client did not hold it."""
+        return bool(self._call("release").result["released"])
+
+    @contextlib.contextmanager
+    def lease(self, ttl_s: float = 60.0, *, wait_s: float = 0.0) -> Iterator[Device]:
+        """``with device.lease(): ...``: hold the device's lease for the block."""
+        self.acquire(ttl_s, wait_s=wait_s)
+        try:
+            yield self
+        finally:
+            self.release()
+
+    def inject_fault(self, **faults: Any) -> dict[str, Any]:
+        """Replace the faults the daemon injects (it must run with ``--test-mode``); no
+        argument switches them all off. Returns the daemon's fault status.
+
+        Triggers (drop_reply, delay_reply, busy, reset, crash_run, adc_glitch) take a
+        probability, a (probability, count) pair or the wire map; stuck_cells takes
+        {cell: value} or [(cell, value), ...]; also seed, delay_ms, glitch_size, rail.
+        See docs/reliability.md.
+        """
+        args = dict(faults)
+        for name in FAULT_TRIGGERS:
+            value = args.get(name)
+            if isinstance(value, (int, float)):
+                args[name] = {"p": float(value)}
+            elif isinstance(value, tuple):
+                args[name] = {"p": float(value[0]), "count": value[1]}
+        stuck = args.get("stuck_cells")
+        if stuck is not None:
+            pairs = stuck.items() if isinstance(stuck, Mapping) else stuck
+            args["stuck_cells"] = [[int(cell), float(value)] for cell, value in pairs]
+        return self._call("inject_fault", args).result
+
     # --- plumbing --------------------------------------------------------------------------
+
+    def _programmed(self, result: dict[str, Any], rows: int) -> None:
+        self._n, self._elements, self._rows = result["n"], result["elements"], rows
+        self._integrator, self._ready = result["integrator"], False
+
+    def _forget_programming(self) -> None:
+        self._n = self._elements = self._rows = 0
+        self._integrator, self._ready = None, False
 
     def _run_seconds(self, duration_ns: int, second_moments: bool) -> float:
         """Generous wall-time bound of a run: the daemon's measured kernel speed x a margin."""
@@ -253,10 +366,9 @@ class Device:
         steps = duration_ns // interval
         if self._integrator == "euler_maruyama":
             steps *= interval // int(config.get("em_step_ns", interval))
-        n2 = self._n**2
-        work = steps * n2 * (1.5 if second_moments else 1.0)
-        if not self._ready:  # the first run checks the matrix (an eigendecomposition)
-            work += 10 * n2 * self._n
+        work = steps * (self._elements + (self._n**2 if second_moments else 0))
+        if not self._ready:  # the first run checks the coupling (an eigendecomposition)
+            work += 10 * self._elements * self._rows
         return _WORK_TIMEOUT_FACTOR * per_cell_step * work
 
     def _record_timing(self, op: str, reply: Reply) -> None:
@@ -282,16 +394,23 @@ class Device:
     def _call(self, op: str, args: Mapping[str, Any] | None = None,
               arrays: Mapping[str, np.ndarray] | None = None,
               extra_timeout: float = 0.0) -> Reply:
-        retries = self.retries if spec_for(op).idempotent else 0
+        retries = self.retries if spec_for(op).idempotent or self.deduplicates else 0
         self._check_frame_sizes(arrays or {})
-        reply = self._transport.call(op, args, arrays, timeout=self.timeout + extra_timeout,
-                                     retries=retries)
+        backoff = _BACKOFF_S
+        for attempt in range(self.retries + 1):  # BUSY: the request was not executed; resend
+            reply = self._transport.call(op, args, arrays, timeout=self.timeout + extra_timeout,
+                                         retries=retries)
+            if reply.ok or (reply.error or {}).get("code") != ErrorCode.BUSY:
+                break
+            if attempt < self.retries:
+                time.sleep(backoff)
+                backoff = min(2 * backoff, _MAX_BACKOFF_S)
         self._sim_time_ns = int(reply.device.get("sim_time_ns", self._sim_time_ns))
         self._record_timing(op, reply)
         boot_id = reply.device.get("boot_id")
         if self._boot_id is not None and boot_id != self._boot_id:
             self._boot_id = boot_id
-            self._n, self._integrator, self._ready = 0, None, False
+            self._forget_programming()
             raise DeviceRestarted("RESTARTED", f"the daemon at {self.endpoint} restarted (boot "
                                   f"id now {boot_id}): everything programmed is gone",
                                   {"boot_id": boot_id})

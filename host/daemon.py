@@ -24,13 +24,17 @@ READY_PREFIX = "READY "
 def daemon_command(bind: str = "tcp://127.0.0.1:0", **config: Any) -> list[str]:
     """The command line of ``python -m device serve`` with ``config`` as flags.
 
-    ``kappa0=0.1`` becomes ``--kappa0 0.1``; ``allow_remote=True`` becomes ``--allow-remote``.
+    ``kappa0=0.1`` becomes ``--kappa0 0.1``; ``allow_remote=True`` becomes ``--allow-remote``;
+    a list or tuple repeats the flag (``fault_stuck_cell=["0=1", "3"]``).
     """
     command = [sys.executable, "-m", "device", "serve", "--bind", bind]
     for key, value in config.items():
         flag = "--" + key.replace("_", "-")
         if value is True:
             command.append(flag)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                command += [flag, str(item)]
         elif value is not False and value is not None:
             command += [flag, str(value)]
     return command
@@ -39,14 +43,17 @@ def daemon_command(bind: str = "tcp://127.0.0.1:0", **config: Any) -> list[str]:
 class DaemonProcess:
     """A running daemon subprocess: its endpoint, its log file, and a clean stop."""
 
-    def __init__(self, process: subprocess.Popen[str], endpoint: str, log_path: Path) -> None:
+    def __init__(self, process: subprocess.Popen[str], endpoint: str, log_path: Path,
+                 config: dict[str, Any] | None = None) -> None:
         self.process = process
         self.endpoint = endpoint
         self.log_path = log_path
+        self.config = dict(config or {})
 
     @classmethod
     def start(cls, start_timeout: float = 120.0, **config: Any) -> DaemonProcess:
-        """Launch a daemon on a free loopback port; returns once it printed ``READY``.
+        """Launch a daemon on a free loopback port (or ``bind=...``); returns once it printed
+        ``READY``.
 
         ``start_timeout`` (s) covers numba compilation on a cold cache. The daemon's stderr goes
         to a log file (``log_path``), deleted after a clean stop.
@@ -65,7 +72,18 @@ class DaemonProcess:
             error.message += f"\n--- daemon log ({log_path}) ---\n{_tail(log_path)}"
             error.args = (error.message,)
             raise
-        return cls(process, endpoint, log_path)
+        return cls(process, endpoint, log_path, config)
+
+    def restart(self, start_timeout: float = 120.0) -> None:
+        """Stop this daemon if it still runs, and start a new one with the same options on the
+        same endpoint (a new boot id: clients see :class:`~host.errors.DeviceRestarted`)."""
+        self.stop()
+        fresh = DaemonProcess.start(start_timeout, **{**self.config, "bind": self.endpoint})
+        self.process, self.log_path = fresh.process, fresh.log_path
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
 
     def stop(self, timeout: float = 5.0) -> int:
         """SIGTERM, wait up to ``timeout`` s, then SIGKILL. Returns the exit code."""

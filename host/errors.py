@@ -35,7 +35,22 @@ class DeviceStateError(DeviceError):
 
 
 class DeviceBusy(DeviceError):
-    """The daemon could not take the request now (queue full, shutting down)."""
+    """The daemon could not take the request now (queue full, shutting down, leased)."""
+
+
+class DeviceLeased(DeviceBusy):
+    """Another session holds the device's lease; ``details["expires_in_s"]`` says how long
+    it lasts at most if its holder goes quiet."""
+
+
+class LeaseExpired(DeviceStateError):
+    """This session's lease ran out, so others may have changed the device: acquire it again
+    (and re-program) before going on."""
+
+
+class ReplyLost(DeviceError):
+    """The daemon executed this request but no longer holds its reply (DUPLICATE_REQUEST):
+    the outcome is unknown, and the request was not executed twice."""
 
 
 class DeviceInternalError(DeviceError):
@@ -57,13 +72,16 @@ class DaemonStartError(DeviceError):
 _FAMILY: dict[ErrorCode, type[DeviceError]] = {
     **dict.fromkeys((ErrorCode.BAD_MESSAGE, ErrorCode.BAD_VERSION, ErrorCode.MESSAGE_TOO_LARGE,
                      ErrorCode.UNKNOWN_OP, ErrorCode.BAD_ARGUMENT, ErrorCode.BAD_SHAPE,
-                     ErrorCode.BAD_DTYPE), InvalidRequest),
+                     ErrorCode.BAD_DTYPE, ErrorCode.FORBIDDEN), InvalidRequest),
     **dict.fromkeys((ErrorCode.CAPACITY_EXCEEDED, ErrorCode.NON_FINITE, ErrorCode.NOT_SYMMETRIC,
                      ErrorCode.NOT_POSITIVE_DEFINITE, ErrorCode.UNSTABLE_STEP,
                      ErrorCode.NOT_REALISABLE), MatrixRejected),
     **dict.fromkeys((ErrorCode.NOT_PROGRAMMED, ErrorCode.NO_SAMPLES, ErrorCode.DIVERGED),
                     DeviceStateError),
     **dict.fromkeys((ErrorCode.BUSY, ErrorCode.SHUTTING_DOWN), DeviceBusy),
+    ErrorCode.LEASED: DeviceLeased,
+    ErrorCode.LEASE_EXPIRED: LeaseExpired,
+    ErrorCode.DUPLICATE_REQUEST: ReplyLost,
     ErrorCode.INTERNAL: DeviceInternalError,
 }
 

@@ -1,32 +1,68 @@
 """Request/reply over ZeroMQ to one daemon: a DEALER socket with the Lazy Pirate pattern.
 
-Each call carries a fresh request id; replies with another id (late answers to abandoned
-requests) are dropped. After a timeout the socket is closed and recreated, and an idempotent
-call is sent again under the same id; a non-idempotent one is not retried.
+Each call carries a fresh request id and the connection's session id (protocol 1.1); replies
+with another id (late answers to abandoned requests) are dropped. After a timeout the socket is
+closed and recreated, and the call may be sent again under the same id and session: a 1.1
+daemon then answers from its reply cache instead of executing it twice. Which calls are resent
+is the caller's choice (``retries``). With :class:`CurveClientKeys` every socket authenticates
+and encrypts with CURVE.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
+import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zmq
+import zmq.auth
 
 from host.errors import DeviceError, DeviceTimeout
 from protocol import ProtocolError, Reply, decode_reply, encode_request
 
 
-class Transport:
-    """One client connection to ``endpoint`` (e.g. ``tcp://127.0.0.1:5555``)."""
+@dataclass(frozen=True)
+class CurveClientKeys:
+    """CURVE keys of a client (ZeroMQ certificates, as ``zmq.auth.create_certificates`` writes).
 
-    def __init__(self, endpoint: str, context: zmq.Context[Any] | None = None) -> None:
+    server_key_file: the daemon's public certificate (``NAME.key``).
+    client_key_file: this client's certificate with its secret key (``NAME.key_secret``); its
+        public half must be in the daemon's ``--curve-public-keys-dir``.
+    """
+
+    server_key_file: Path | str
+    client_key_file: Path | str
+
+    def load(self) -> tuple[bytes, bytes, bytes]:
+        """(server public, client public, client secret) keys, Z85-encoded."""
+        server_public, _ = zmq.auth.load_certificate(self.server_key_file)
+        client_public, client_secret = zmq.auth.load_certificate(self.client_key_file)
+        if client_secret is None:
+            raise ValueError(f"{self.client_key_file} holds no secret key")
+        return server_public, client_public, client_secret
+
+
+class Transport:
+    """One client connection to ``endpoint`` (e.g. ``tcp://127.0.0.1:5555``).
+
+    session: the id the daemon knows this client by (reply cache, lease); a fresh random one
+    by default. curve: authenticate with CURVE (required by daemons reachable off loopback).
+    """
+
+    def __init__(self, endpoint: str, context: zmq.Context[Any] | None = None, *,
+                 session: str | None = None, curve: CurveClientKeys | None = None) -> None:
         self.endpoint = endpoint
+        self.session = session or uuid.uuid4().hex
         self._context = context or zmq.Context.instance()
         self._socket: zmq.Socket[Any] | None = None
         self._ids = itertools.count(1)
+        self._curve = None if curve is None else curve.load()
+        self.sent = 0  # requests sent, every attempt counted
 
     def call(self, op: str, args: Mapping[str, Any] | None = None,
              arrays: Mapping[str, np.ndarray] | None = None, *, timeout: float,
@@ -37,10 +73,11 @@ class Transport:
         (pass 0 for calls that must not run twice). Raises :class:`DeviceTimeout`.
         """
         request_id = next(self._ids)
-        frames = encode_request(request_id, op, args, arrays)
+        frames = encode_request(request_id, op, args, arrays, session=self.session)
         for _ in range(1 + retries):
             socket = self._connected()
             socket.send_multipart(frames, copy=False)
+            self.sent += 1
             reply = self._await(socket, request_id, time.monotonic() + timeout)
             if reply is not None:
                 return reply
@@ -72,6 +109,11 @@ class Transport:
         if self._socket is None:
             self._socket = self._context.socket(zmq.DEALER)
             self._socket.linger = 0
+            if self._curve is not None:
+                server_public, public, secret = self._curve
+                self._socket.curve_serverkey = server_public
+                self._socket.curve_publickey = public
+                self._socket.curve_secretkey = secret
             self._socket.connect(self.endpoint)
         return self._socket
 

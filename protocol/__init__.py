@@ -8,6 +8,7 @@ from protocol.codec import (
     MAX_ARRAYS,
     MAX_HEADER_BYTES,
     MAX_NDIM,
+    MAX_SESSION_CHARS,
     PROTOCOL_VERSION,
     MalformedRequest,
     Reply,
@@ -18,11 +19,11 @@ from protocol.codec import (
     encode_request,
 )
 from protocol.errors import ErrorCode, ProtocolError
-from protocol.ops import INTEGRATORS, OPS, OpSpec, spec_for
+from protocol.ops import FAULT_TRIGGERS, INTEGRATORS, MAX_LEASE_S, OPS, OpSpec, spec_for
 
 __all__ = [
-    "ALLOWED_DTYPES", "INTEGRATORS", "MAX_ARRAYS", "MAX_HEADER_BYTES", "MAX_NDIM", "OPS",
-    "PROTOCOL_VERSION",
+    "ALLOWED_DTYPES", "FAULT_TRIGGERS", "INTEGRATORS", "MAX_ARRAYS", "MAX_HEADER_BYTES",
+    "MAX_LEASE_S", "MAX_NDIM", "MAX_SESSION_CHARS", "OPS", "PROTOCOL_VERSION",
     "ErrorCode", "MalformedRequest", "OpSpec", "ProtocolError", "Reply", "Request",
     "decode_reply", "decode_request", "encode_reply", "encode_request", "spec_for",
 ]

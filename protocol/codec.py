@@ -2,7 +2,7 @@
 
 A request is ``[header, array_0, array_1, ...]`` where the header is a msgpack map::
 
-    {"v": [1, 0], "id": 42, "op": "program", "args": {...},
+    {"v": [1, 1], "id": 42, "op": "program", "session": "4f0c...", "args": {...},
      "arrays": [{"name": "A", "dtype": "<f8", "shape": [n, n]}]}
 
 and ``array_k`` holds exactly ``prod(shape) * 8`` bytes, C order, little-endian. A reply is
@@ -22,11 +22,12 @@ import numpy as np
 
 from protocol.errors import ErrorCode, ProtocolError
 
-PROTOCOL_VERSION: tuple[int, int] = (1, 0)
+PROTOCOL_VERSION: tuple[int, int] = (1, 1)
 ALLOWED_DTYPES: tuple[str, ...] = ("<f8",)
 MAX_HEADER_BYTES = 64 * 1024
 MAX_ARRAYS = 4
 MAX_NDIM = 2
+MAX_SESSION_CHARS = 128  # a client's session id: 1 to 128 characters (protocol 1.1)
 _UINT64_MAX = 2**64 - 1
 
 Frame = Any  # anything exposing the buffer protocol: bytes, memoryview, zmq.Frame, ndarray
@@ -34,12 +35,16 @@ Frame = Any  # anything exposing the buffer protocol: bytes, memoryview, zmq.Fra
 
 @dataclass(frozen=True)
 class Request:
-    """A decoded request. ``arrays`` are float64 views of the received frames (no copy)."""
+    """A decoded request. ``arrays`` are float64 views of the received frames (no copy).
+
+    ``session`` is the client's session id (protocol 1.1), or None when the header has none.
+    """
 
     id: int
     op: str
     args: dict[str, Any]
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    session: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,12 +69,17 @@ class MalformedRequest(ProtocolError):
 
 def encode_request(
     request_id: int, op: str, args: Mapping[str, Any] | None = None,
-    arrays: Mapping[str, np.ndarray] | None = None,
+    arrays: Mapping[str, np.ndarray] | None = None, *, session: str | None = None,
 ) -> list[Frame]:
-    """Frames of a request. Arrays must already be C-contiguous little-endian float64."""
+    """Frames of a request. Arrays must already be C-contiguous little-endian float64.
+
+    ``session``: the client's session id, sent when given (deduplication and leases, 1.1).
+    """
     specs, buffers = _array_frames(arrays or {})
-    header = {"v": list(PROTOCOL_VERSION), "id": request_id, "op": op,
-              "args": dict(args or {}), "arrays": specs}
+    header: dict[str, Any] = {"v": list(PROTOCOL_VERSION), "id": request_id, "op": op,
+                              "args": dict(args or {}), "arrays": specs}
+    if session is not None:
+        header["session"] = session
     return [_pack(header), *buffers]
 
 
@@ -109,12 +119,17 @@ def decode_request(frames: Sequence[Frame]) -> Request:
         op = header.get("op")
         if not isinstance(op, str):
             raise ProtocolError(ErrorCode.BAD_MESSAGE, "header field 'op' must be a string")
+        session = header.get("session")
+        if not (session is None or (isinstance(session, str)
+                                    and 0 < len(session) <= MAX_SESSION_CHARS)):
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, "header field 'session' must be a string "
+                                f"of 1 to {MAX_SESSION_CHARS} characters", field="session")
         args = _absent_as(header.get("args"), {})
         if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
             raise ProtocolError(ErrorCode.BAD_MESSAGE,
                                 "header field 'args' must be a map with string keys")
         arrays = _decode_arrays(_absent_as(header.get("arrays"), []), frames[1:])
-        return Request(id=request_id, op=op, args=args, arrays=arrays)
+        return Request(id=request_id, op=op, args=args, arrays=arrays, session=session)
     except ProtocolError as error:
         raise MalformedRequest(error, request_id) from None
 

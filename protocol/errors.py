@@ -34,7 +34,14 @@ class ErrorCode(StrEnum):
     DIVERGED = "DIVERGED"  # the state left the finite range during a run; state and
     # averager were cleared
     # The daemon.
-    BUSY = "BUSY"  # the device's work queue is full
+    BUSY = "BUSY"  # the device's work queue is full (or an injected busy fault)
+    LEASED = "LEASED"  # another session holds the device's lease (1.1)
+    LEASE_EXPIRED = "LEASE_EXPIRED"  # this session's lease lapsed: others may have changed the
+    # device; acquire again (1.1)
+    DUPLICATE_REQUEST = "DUPLICATE_REQUEST"  # this (session, id) was executed already and its
+    # reply is no longer cached; not executed again (1.1)
+    FORBIDDEN = "FORBIDDEN"  # the op is disabled on this daemon (inject_fault without
+    # --test-mode) (1.1)
     SHUTTING_DOWN = "SHUTTING_DOWN"  # the daemon is stopping: a queued op was not executed,
     # a running run was stopped part-way (details.completed_ns)
     INTERNAL = "INTERNAL"  # a bug in the daemon; it keeps serving

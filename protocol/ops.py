@@ -7,6 +7,7 @@ meaning of each op is specified in docs/protocol.md.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,11 +15,38 @@ from typing import Any
 from protocol.errors import ErrorCode, ProtocolError
 
 INTEGRATORS = ("exact", "euler_maruyama")
+# Faults ``inject_fault`` can switch on, each a trigger {"p", "count"} (docs/reliability.md).
+FAULT_TRIGGERS = ("drop_reply", "delay_reply", "busy", "reset", "crash_run", "adc_glitch")
+MAX_LEASE_S = 3600.0  # longest lease a session may ask for, wall-clock seconds
+MAX_STUCK_CELLS = 1024  # entries of inject_fault's stuck_cells
 _REQUIRED = object()
 
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    """A finite int or float (not a bool)."""
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def _is_trigger(value: Any) -> bool:
+    """nil, or {"p": probability (default 1), "count": nil or a positive int} (no other keys)."""
+    if value is None:
+        return True
+    if not isinstance(value, dict) or not set(value) <= {"p", "count"}:
+        return False
+    p, count = value.get("p", 1.0), value.get("count")
+    return (_is_real(p) and 0 <= p <= 1
+            and (count is None or (_is_int(count) and 0 < count < 2**31)))
+
+
+def _is_stuck_cells(value: Any) -> bool:
+    """An array of at most MAX_STUCK_CELLS [cell index, value] pairs."""
+    return (isinstance(value, list) and len(value) <= MAX_STUCK_CELLS
+            and all(isinstance(pair, list) and len(pair) == 2 and _is_int(pair[0])
+                    and 0 <= pair[0] < 2**31 and _is_real(pair[1]) for pair in value))
 
 
 @dataclass(frozen=True)
@@ -82,6 +110,13 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
         Arg("integrator", lambda v: v is None or v in INTEGRATORS,
             f"null or one of {list(INTEGRATORS)}", None),
     )),
+    OpSpec("program_factored", idempotent=True, arrays=("J", "H"), args=(
+        Arg("damping", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+            and 0 <= v < float("inf"), "a finite number >= 0"),
+        _flag("reset_state", False),
+        Arg("integrator", lambda v: v is None or v in INTEGRATORS,
+            f"null or one of {list(INTEGRATORS)}", None),
+    )),
     OpSpec("set_bias", idempotent=True, arrays=("b",)),
     OpSpec("set_state", idempotent=True, arrays=("x",)),
     OpSpec("run", idempotent=False, args=(
@@ -96,6 +131,24 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
     OpSpec("read", idempotent=False, args=(_flag("second_moments", False), _flag("clear", True))),
     OpSpec("reset", idempotent=True),
     OpSpec("shutdown", idempotent=True),
+    # Protocol 1.1: leases and fault injection.
+    OpSpec("acquire", idempotent=True, args=(
+        Arg("ttl_s", lambda v: _is_real(v) and 0 < v <= MAX_LEASE_S,
+            f"a number of seconds in (0, {MAX_LEASE_S:g}]", 60.0),
+    )),
+    OpSpec("release", idempotent=True),
+    OpSpec("inject_fault", idempotent=True, args=(
+        Arg("seed", lambda v: _is_int(v) and 0 <= v < 2**63, "a non-negative 63-bit integer", 0),
+        *(Arg(name, _is_trigger, 'null or {"p": probability, "count": null or a positive '
+              'integer}', None) for name in FAULT_TRIGGERS),
+        Arg("delay_ms", lambda v: _is_real(v) and 0 <= v <= 600_000,
+            "a number of milliseconds in [0, 600000]", 100.0),
+        Arg("glitch_size", _is_real, "a finite number", 10.0),
+        Arg("stuck_cells", _is_stuck_cells,
+            f"an array of at most {MAX_STUCK_CELLS} [cell index, finite value] pairs", []),
+        Arg("rail", lambda v: v is None or (_is_real(v) and v > 0),
+            "null or a positive finite number", None),
+    )),
 )}
 
 

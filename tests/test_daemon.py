@@ -1,4 +1,9 @@
-"""The daemon as users start it: a subprocess that prints READY, serves, and exits cleanly."""
+"""The daemon as users start it: a subprocess that prints READY, serves, and exits cleanly.
+
+Most tests take their daemon from the project's own pytest plugin (host/pytest_plugin.py), as
+users' hardware-in-the-loop suites do (docs/hil.md); those about a process's own life (signals,
+exit codes, start-up errors) start one themselves.
+"""
 
 from __future__ import annotations
 
@@ -12,31 +17,34 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from host import Device, MatrixRejected, linalg
+from host import Device, DeviceRestarted, DeviceTimeout, MatrixRejected, linalg
 from host.daemon import DaemonProcess
+from host.pytest_plugin import SpuDaemon
 from tests.test_server import raw_call
 
 pytestmark = pytest.mark.daemon
 
 
-def test_ready_solve_bad_input_and_sigterm() -> None:
-    process = DaemonProcess.start(kappa0=0.01, seed=3)
-    assert process.endpoint.startswith("tcp://127.0.0.1:")
-    assert not process.endpoint.endswith(":0")  # the real port, not the requested 0
-    try:
-        with Device.connect(process.endpoint) as device:
-            A = np.array([[3.0, 2.0], [2.0, 4.0]])
-            result = linalg.solve(device, A, np.array([1.0, 2.0]), seed=1)
-            assert np.all(np.abs(result.x - [0.0, 0.5]) < 6.5 * result.standard_error)
-            with pytest.raises(MatrixRejected):
-                device.program(np.array([[1.0, 2.0], [0.0, 1.0]]))
-            garbage = raw_call(process.endpoint, [b"not msgpack \xc1"])
-            assert garbage is not None  # answered
-            assert device.status()["programmed"]  # and still serving, state intact
-    finally:
-        started = time.monotonic()
-        code = process.stop(timeout=5.0)
-    assert code == 0
+@pytest.mark.spu_config(cells=16, kappa0=0.01)  # the configuration test_soak.py uses too
+def test_ready_solve_and_bad_input(spu_daemon: SpuDaemon, spu_device: Device) -> None:
+    assert spu_daemon.endpoint.startswith("tcp://127.0.0.1:")
+    assert not spu_daemon.endpoint.endswith(":0")  # the real port, not the requested 0
+    A = np.array([[3.0, 2.0], [2.0, 4.0]])
+    result = linalg.solve(spu_device, A, np.array([1.0, 2.0]), seed=1)
+    assert np.all(np.abs(result.x - [0.0, 0.5]) < 6.5 * result.standard_error)
+    with pytest.raises(MatrixRejected):
+        spu_device.program(np.array([[1.0, 2.0], [0.0, 1.0]]))
+    garbage = raw_call(spu_daemon.endpoint, [b"not msgpack \xc1"])
+    assert garbage is not None  # answered
+    assert spu_device.status()["programmed"]  # and still serving, state intact
+
+
+def test_sigterm_stops_the_daemon_at_once_with_status_0() -> None:
+    process = DaemonProcess.start()
+    with Device.connect(process.endpoint) as device:
+        device.program(np.eye(2))
+    started = time.monotonic()
+    assert process.stop(timeout=5.0) == 0
     assert time.monotonic() - started < 2.0
 
 
@@ -67,11 +75,42 @@ def test_spu_serve_is_the_daemon() -> None:
         assert process.wait(timeout=5) == 0
 
 
-def test_refuses_a_non_loopback_bind_without_the_flag() -> None:
+@pytest.mark.parametrize(("flags", "needs"), [([], "--allow-remote"),
+                                              (["--allow-remote"], "--curve-secret-key-file")])
+def test_refuses_a_non_loopback_bind_without_the_flag_and_curve(flags: list[str],
+                                                                needs: str) -> None:
     result = subprocess.run([sys.executable, "-m", "device", "serve", "--bind",
-                             "tcp://0.0.0.0:0"], capture_output=True, text=True, timeout=30)
+                             "tcp://0.0.0.0:0", *flags], capture_output=True, text=True,
+                            timeout=30)
     assert result.returncode == 2
-    assert "--allow-remote" in result.stderr and result.stdout == ""
+    assert needs in result.stderr and result.stdout == ""
+
+
+@pytest.mark.spu_config(cells=8, curve=True)
+def test_a_curve_daemon_serves_clients_with_keys_only(spu_daemon: SpuDaemon,
+                                                      spu_device: Device) -> None:
+    assert spu_device.info["security"] == "curve"
+    spu_device.program(np.eye(2))
+    with pytest.raises(DeviceTimeout):  # no keys: the handshake fails, nothing is answered
+        Device.connect(spu_daemon.endpoint, timeout=0.5, retries=0)
+    assert spu_device.status()["programmed"]
+
+
+@pytest.mark.spu_config(cells=16, fault_crash_run="1:1", fault_seed=1)
+def test_a_crash_in_the_middle_of_a_run_times_out_and_the_restart_is_reported(
+        spu_daemon: SpuDaemon) -> None:
+    assert spu_daemon.process is not None
+    device = spu_daemon.connect(timeout=0.5, retries=1)
+    device.program(np.eye(2))
+    with pytest.raises(DeviceTimeout) as lost:  # the client waits, retries, and gives up
+        device.run(device.duration_ns(1000.0))
+    assert lost.value.details["attempts"] == 2
+    assert spu_daemon.process.process.wait(timeout=5) == 70  # CRASH_EXIT_CODE
+    assert "crashes 500000 ns into a 1000000 ns run" in spu_daemon.process.log_tail()
+    spu_daemon.restart()  # as a supervisor would (same endpoint)
+    with pytest.raises(DeviceRestarted):
+        device.status()
+    assert device.status()["programmed"] is False  # the state died with the process
 
 
 def test_spawn_reports_a_daemon_that_cannot_start() -> None:
