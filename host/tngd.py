@@ -1,0 +1,187 @@
+"""Thermodynamic natural gradient descent (TNGD, arXiv 2405.13817, Algorithm 1) on an SPU.
+
+Each step the host computes the gradient g and the curvature in factored form C = J^T H J (the
+GGN: J = J_f ((b d_z) x N), H = H_L / b; or the empirical Fisher; host/curvature.py) and the
+device solves (C + lambda I) x = g by letting its state relax under
+
+    dx = -((C + lambda I) x - g) dt/tau + sqrt(2 kappa0/tau) dW        (Eq. 15, damping explicit)
+
+for an analog time t; the state read back is the natural-gradient estimate, which an outer
+update rule (SGD with momentum, or Adam) applies. The paper's typos are corrected as
+papers.md section 1.13 says: C = (1/b) J_f^T H_L J_f, and the device integrates with the drift
+sign above (Euler-Maruyama at the daemon's em_step, the only integrator of factored
+programming).
+
+One step of :class:`ThermodynamicNGD` on the device, in order:
+
+1. delay (t_d > 0, not on the first step): run t_d under the previous step's programming, the
+   analog state drifting on between a measurement and the next upload (section 4, Fig. 4b);
+2. upload: ``program_factored(J, H, damping=lambda)`` and ``set_bias(g)``; the state is
+   warm-started (it persists from the previous step, as on hardware), or with
+   ``warm_start=False`` reset to g by ``set_state(g)``: the SGD (t = 0) to NGD (t -> infinity)
+   interpolation, <x(t)> = e^{-At} g + (I - e^{-At}) A^-1 g. The first step always sets the
+   state to g (Algorithm 1: g~_0 = grad l(theta_0));
+3. analog run of t (rounded up to whole ADC sample intervals, at least one);
+4. readout: ``"final"`` reads the last ADC sample (the state at t: a run of t minus one
+   interval unrecorded, then one recorded interval), ``"average"`` the mean of every sample of
+   the window.
+
+``pipelined=True`` uploads the gradient and curvature of the previous step instead of the
+current one (Eqs. 15-18, Fig. 1: the device solves with theta_{k-1}'s factors while the host
+computes theta_k's), the loop that timing.pipeline.LoopClock times; the default is Algorithm 1's
+synchronous loop. Every device call's simulated time is collected per phase in a
+:class:`DeviceStep`, from which the training loop builds the iteration's timing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from host.client import Device
+from host.curvature import CURVATURES, Factors, factors
+from host.models import Linearization
+from host.optimizers import Direction, Optimizer
+from host.schedules import Schedule, value
+from host.updates import SGD, Adam, UpdateRule
+from timing.model import Phase
+from timing.pipeline import IterationCosts
+
+READOUTS = ("final", "average")
+
+
+@dataclass(frozen=True)
+class DeviceStep:
+    """The device's part of one TNGD step, from its replies.
+
+    upload: transfer_in and dac of the factors, the bias and
+    any state (ns); analog_ns: the run of t; readout: adc and transfer_out (ns); delay_ns: the
+    run of t_d under the old programming. total_ns: the device clock's advance over the
+    step. dac_clipped / adc_clipped: values the converters clipped (uploads; ADC readings of
+    the step's runs). samples: ADC samples averaged into the estimate. elements: programmed
+    coupling elements, m (m + 2N).
+    """
+
+    upload: dict[Phase, int]
+    analog_ns: int
+    readout: dict[Phase, int]
+    delay_ns: int
+    total_ns: int
+    dac_clipped: int
+    adc_clipped: int
+    samples: int
+    elements: int
+
+    def costs(self, digital_ns: int) -> IterationCosts:
+        """The step's phases for timing.pipeline.LoopClock (or timing.serial.SerialClock)."""
+        return IterationCosts(digital_ns, self.upload, self.analog_ns, self.readout,
+                              self.delay_ns)
+
+
+class _PhaseMeter:
+    """Device time per phase since the last :meth:`take`, from Device.phase_ns."""
+
+    def __init__(self, device: Device) -> None:
+        self._device = device
+        self._last = device.phase_ns
+
+    def take(self) -> dict[Phase, int]:
+        now = self._device.phase_ns
+        spent = {Phase(phase): ns - self._last.get(phase, 0) for phase, ns in now.items()
+                 if ns != self._last.get(phase, 0)}
+        self._last = now
+        return spent
+
+
+class ThermodynamicNGD:
+    """The SPU as a preconditioner: d ~ (C + lambda I)^-1 g, read from ``device``.
+
+    damping lambda, t (analog time per step) and delay t_d (both in units of tau) may be
+    schedules of the step. curvature: "ggn" or "fisher". readout: "final" or "average".
+    warm_start: keep the state between steps (False: set it to g every step). seed: restarts
+    the device's noise stream at the first run, for reproducible runs.
+    """
+
+    def __init__(self, device: Device, *, damping: Schedule = 0.01, t: Schedule = 50.0,
+                 delay: Schedule = 0.0, warm_start: bool = True, readout: str = "final",
+                 curvature: str = "ggn", pipelined: bool = False,
+                 seed: int | None = None) -> None:
+        if readout not in READOUTS:
+            raise ValueError(f"readout must be one of {list(READOUTS)}, got {readout!r}")
+        if curvature not in CURVATURES:
+            raise ValueError(f"curvature must be one of {list(CURVATURES)}, got {curvature!r}")
+        self.device = device
+        self.damping, self.t, self.delay = damping, t, delay
+        self.warm_start, self.readout, self.curvature = warm_start, readout, curvature
+        self.pipelined = pipelined
+        self._seed = seed
+        self._started = False
+        self._pending: tuple[Factors, np.ndarray] | None = None
+
+    def __call__(self, lin: Linearization, step: int) -> Direction:
+        upload = (factors(lin, self.curvature), lin.grad)
+        if self.pipelined:
+            upload, self._pending = self._pending or upload, upload
+        started = time.perf_counter()
+        estimate, report = self.solve(upload[0], upload[1], step)
+        return Direction(estimate, {}, report, time.perf_counter() - started)
+
+    def solve(self, curvature: Factors, g: np.ndarray,
+              step: int) -> tuple[np.ndarray, DeviceStep]:
+        """One device solve of (J^T H J + lambda I) x = g (steps 1-4 of the module doc): the
+        estimate (N,) and what the device did."""
+        device, meter = self.device, _PhaseMeter(self.device)
+        clock_before, adc_clipped = device.sim_time_ns, 0
+        delay = value(self.delay, step)
+        if self._started and delay > 0:
+            adc_clipped += device.run(device.duration_ns(delay), record=False,
+                                      seed=self._take_seed())["adc_clipped"]
+        delay_ns = meter.take().get(Phase.ANALOG, 0)
+
+        programmed = device.program_factored(curvature.J, curvature.H, value(self.damping, step))
+        dac_clipped = programmed["dac_clipped"] + device.set_bias(g)["dac_clipped"]
+        if not (self._started and self.warm_start):
+            dac_clipped += device.set_state(g)["dac_clipped"]
+        self._started = True
+        upload = meter.take()
+
+        adc_clipped += self._run(value(self.t, step))
+        analog_ns = meter.take().get(Phase.ANALOG, 0)
+        readout = device.read()
+        return readout.mean, DeviceStep(upload, analog_ns, meter.take(), delay_ns,
+                                        device.sim_time_ns - clock_before, dac_clipped,
+                                        adc_clipped, readout.samples,
+                                        int(programmed["elements"]))
+
+    def _run(self, t: float) -> int:
+        """Run for t tau recording the final sample or the whole window; ADC clips."""
+        device = self.device
+        total = device.duration_ns(t)
+        interval = int(device.config["sample_interval_ns"])
+        clipped = 0
+        if self.readout == "final" and total > interval:
+            clipped += device.run(total - interval, record=False,
+                                  seed=self._take_seed())["adc_clipped"]
+            total = interval
+        return clipped + device.run(total, record=True, clear=True,
+                                    seed=self._take_seed())["adc_clipped"]
+
+    def _take_seed(self) -> int | None:
+        seed, self._seed = self._seed, None
+        return seed
+
+
+def tngd(device: Device, update: UpdateRule | None = None, *, lr: Schedule = 0.01,
+         momentum: Schedule = 0.0, damping: Schedule = 0.01, t: Schedule = 50.0,
+         delay: Schedule = 0.0, warm_start: bool = True, readout: str = "final",
+         curvature: str = "ggn", pipelined: bool = False, seed: int | None = None) -> Optimizer:
+    """TNGD with SGD(lr, momentum) on top, or with ``update`` (e.g. ``Adam(lr, 0, 0)``:
+    TNGD-Adam as the paper ran it); the other arguments as in :class:`ThermodynamicNGD`."""
+    rule = update if update is not None else SGD(lr, momentum)
+    name = "tngd-adam" if isinstance(rule, Adam) else "tngd"
+    return Optimizer(name, ThermodynamicNGD(device, damping=damping, t=t, delay=delay,
+                                            warm_start=warm_start, readout=readout,
+                                            curvature=curvature, pipelined=pipelined,
+                                            seed=seed), rule)
