@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg import LinAlgError, cho_factor, cho_solve
 
+from device.linear_sde import checked_square
+
 # Largest relative asymmetry max|A - A^T| / max|A| accepted as symmetric (as device.spu).
 _SYMMETRY_RTOL = 1e-10
 # Off-diagonals and row sums within this fraction of max|A| of zero are rounding: no capacitor.
@@ -198,11 +200,7 @@ def _program(target: np.ndarray, name: str, scale: float, sign_capable: bool) ->
 
 
 def _symmetric(matrix: np.ndarray, name: str) -> np.ndarray:
-    matrix = np.asarray(matrix, dtype=float)
-    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty square matrix, got shape {matrix.shape}")
-    if not np.all(np.isfinite(matrix)):
-        raise ValueError(f"{name} has non-finite entries")
+    matrix = checked_square(matrix, name)
     asymmetry = np.abs(matrix - matrix.T)
     if asymmetry.max() > _SYMMETRY_RTOL * np.abs(matrix).max():
         i, j = np.unravel_index(int(np.argmax(asymmetry)), asymmetry.shape)

@@ -60,7 +60,7 @@ def check_stable(M: np.ndarray) -> np.ndarray:
 
     "<= 0" is read with a rounding floor d eps max|lambda|: an eigenvalue that small is zero.
     """
-    M = _square(M, "M")
+    M = checked_square(M, "M")
     eigenvalues = np.linalg.eigvals(M)
     weakest = eigenvalues[np.argmin(eigenvalues.real)]
     floor = M.shape[0] * np.finfo(float).eps * float(np.max(np.abs(eigenvalues)))
@@ -77,7 +77,7 @@ def transition(M: np.ndarray, G: np.ndarray, interval: float) -> LinearTransitio
 
     M (d, d) must be stable (:func:`check_stable`); G (d, k), any rank, k >= 0.
     """
-    M, G = _square(M, "M"), _diffusion(G, M.shape[0])
+    M, G = checked_square(M, "M"), _diffusion(G, M.shape[0])
     h = float(interval)
     if not (np.isfinite(h) and h > 0):
         raise ValueError(f"the interval must be positive and finite, got {interval!r}")
@@ -131,7 +131,7 @@ def noise_factor(q: np.ndarray) -> np.ndarray:
     decide the rank); eigenvalues below 64 eps of the largest, including tiny negative ones, are
     dropped, r is the number kept. A clearly indefinite q raises ValueError.
     """
-    q = _square(q, "q")
+    q = checked_square(q, "q")
     d = q.shape[0]
     diagonal = np.diag(q).copy()
     if np.any(diagonal < 0):
@@ -150,7 +150,7 @@ def noise_factor(q: np.ndarray) -> np.ndarray:
 
 def stationary_covariance(M: np.ndarray, G: np.ndarray) -> np.ndarray:
     """S (d, d) solving M S + S M^T = G G^T, the stationary covariance. For tests and checks."""
-    M, G = _square(M, "M"), _diffusion(G, M.shape[0])
+    M, G = checked_square(M, "M"), _diffusion(G, M.shape[0])
     check_stable(M)
     _, (scale, _) = matrix_balance(M, permute=False, separate=True)
     M_bal = M * (scale[None, :] / scale[:, None])
@@ -161,12 +161,13 @@ def stationary_covariance(M: np.ndarray, G: np.ndarray) -> np.ndarray:
 
 def stationary_mean(M: np.ndarray, u: np.ndarray) -> np.ndarray:
     """M^-1 u (d,): the stationary mean. For tests and checks only, never for device output."""
-    M = _square(M, "M")
+    M = checked_square(M, "M")
     check_stable(M)
     return np.linalg.solve(M, np.asarray(u, dtype=float))
 
 
-def _square(matrix: np.ndarray, name: str) -> np.ndarray:
+def checked_square(matrix: np.ndarray, name: str) -> np.ndarray:
+    """``matrix`` as a finite, non-empty, square float array, or ValueError naming it."""
     matrix = np.asarray(matrix, dtype=float)
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] == 0:
         raise ValueError(f"{name} must be a non-empty square matrix, got shape {matrix.shape}")
