@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections import deque
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from host.transport import CurveClientKeys, Transport
 from protocol import FAULT_TRIGGERS, ErrorCode, Reply, spec_for
 from timing.report import Span, write_chrome_trace
 
+# Spans of device time kept for traces: a long training run would otherwise grow without bound.
+TIMELINE_SPANS = 200_000
 # Safety factor on the daemon's own kernel speed when sizing a call's timeout.
 _WORK_TIMEOUT_FACTOR = 20.0
 # Pessimistic transfer rate for sizing the timeout of large uploads and reads, bytes/s.
@@ -87,7 +90,7 @@ class Device:
         self._integrator: str | None = None
         self._ready = False  # the programmed matrix passed a run's checks
         self._phase_ns: dict[str, int] = {}
-        self._timeline: list[Span] = []
+        self._timeline: deque[Span] = deque(maxlen=TIMELINE_SPANS)
 
     @classmethod
     def connect(cls, endpoint: str, *, timeout: float = 10.0, retries: int = 2,
@@ -189,7 +192,8 @@ class Device:
 
     @property
     def timeline(self) -> list[Span]:
-        """Every phase of device time this client caused, in simulated time (for traces)."""
+        """The phases of device time this client caused (the latest ``TIMELINE_SPANS``), in
+        simulated time, for traces."""
         return list(self._timeline)
 
     def write_trace(self, path: str | Path) -> Path:
