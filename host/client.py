@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections import deque
 import time
+from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
