@@ -138,24 +138,29 @@ class FactoredCoupling:
         return cls(J_chip, H_chip, lam, clipped_j + clipped_h + clipped_l)
 
     def check(self, integrator: str, config: DeviceConfig) -> None:
-        """Positive definite if H is positive semi-definite and every lambda_i > 0 (sufficient,
-        and what a GGN or Fisher factorisation with damping gives); Euler-Maruyama stable if
-        step * (max lambda_i + lambda_max(J^T H J)) < 2."""
-        h_eigenvalues, h_vectors = np.linalg.eigh(self.H)
-        smallest_damping = float(self.damping.min())
-        if h_eigenvalues[0] < -1e-12 * max(1.0, abs(h_eigenvalues[-1])) or smallest_damping <= 0:
+        """Bound the spectrum of J^T H J + diag(lambda) from m x m matrices, and refuse what
+        would not settle or what Euler-Maruyama cannot step.
+
+        The nonzero eigenvalues of J^T H J are those of K^(1/2) H K^(1/2), K = J J^T (m x m), so
+        min(lambda) + min(0, mu_min) <= spectrum <= max(lambda) + max(0, mu_max), exactly when
+        lambda is uniform. H need not be positive semi-definite: a rounded or mismatched
+        Hessian that is slightly indefinite is fine as long as the damping dominates.
+        """
+        k_eigenvalues, k_vectors = np.linalg.eigh(self.J @ self.J.T)
+        root = (k_vectors * np.sqrt(np.clip(k_eigenvalues, 0, None))) @ k_vectors.T
+        mu = np.linalg.eigvalsh(root @ self.H @ root)
+        lowest = float(self.damping.min()) + min(0.0, float(mu[0]))
+        highest = float(self.damping.max()) + max(0.0, float(mu[-1]))
+        if lowest <= 0:
             raise ProtocolError(
                 ErrorCode.NOT_POSITIVE_DEFINITE,
-                f"J^T H J + lambda I needs H positive semi-definite (its smallest eigenvalue is "
-                f"{h_eigenvalues[0]:.3g}) and lambda > 0 (smallest {smallest_damping:.3g}): "
-                "the dynamics would not settle. Nothing was run.",
-                smallest_eigenvalue=float(h_eigenvalues[0]), smallest_damping=smallest_damping)
-        root = h_vectors * np.sqrt(np.clip(h_eigenvalues, 0, None))  # H = root root^T
-        core = root.T @ (self.J @ self.J.T) @ root  # same nonzero spectrum as J^T H J
-        largest = float(np.linalg.eigvalsh(core)[-1]) + float(self.damping.max())
-        check_euler_step(np.array([smallest_damping, largest]),
-                         config.em_step_ns / config.tau_ns, config.em_step_ns,
-                         exact_available=False)
+                f"J^T H J + lambda I may not be positive definite: its spectrum is bounded below "
+                f"by {lowest:.3g} (smallest lambda {float(self.damping.min()):.3g}, smallest "
+                f"eigenvalue of J^T H J {min(0.0, float(mu[0])):.3g}): the dynamics would not "
+                "settle. Nothing was run.", smallest_eigenvalue=lowest,
+                smallest_damping=float(self.damping.min()))
+        check_euler_step(np.array([lowest, highest]), config.em_step_ns / config.tau_ns,
+                         config.em_step_ns, exact_available=False)
 
     def euler(self, b, x, h, noise_scale, count, steps, rng, record, second, sums, adc) -> int:
         return int(kernels.euler_maruyama_factored_run(

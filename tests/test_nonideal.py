@@ -171,8 +171,10 @@ def test_factored_programming_is_validated() -> None:
     spu.program_factored(big, np.eye(4), 1.0)
     assert code_of(spu.program_factored, np.ones((5, 12)), np.eye(5), 1.0) == \
         ErrorCode.CAPACITY_EXCEEDED
-    spu.program_factored(J, -H, 1.0)  # H negative definite: refused when run
+    spu.program_factored(J, -100 * H, 1.0)  # H negative enough to beat the damping
     assert code_of(spu.run, 100) == ErrorCode.NOT_POSITIVE_DEFINITE
+    spu.program_factored(J, H - 0.01 * np.eye(3), 1.0)  # slightly indefinite H: still settles
+    spu.run(100)
     spu.program_factored(J, H, 0.0)
     assert code_of(spu.run, 100) == ErrorCode.NOT_POSITIVE_DEFINITE
     spu.program_factored(J, 1000 * H, 1.0)
