@@ -1,5 +1,5 @@
 # Two entry points for a fresh machine (Python 3.11, make):
-#   make demo   virtualenv + install + start a daemon and solve a linear system on it
+#   make demo   virtualenv + install + train a small network with TNGD on a private daemon, and with Adam
 #   make test   virtualenv + install with the dev extras + run the test suite
 PYTHON ?= python3.11
 VENV   ?= .venv

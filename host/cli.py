@@ -2,7 +2,9 @@
 
     spu serve [options]        run the device daemon (same as ``python -m device serve``)
     spu status --connect URL   show a running daemon's identity, configuration and state
-    spu demo                   start a private daemon and solve a linear system on it
+    spu demo                   start a private daemon, train an MLP with TNGD and Adam on it
+    spu demo --solve           start a private daemon and solve a linear system on it
+    spu train                  train a model on digits with a chosen optimizer, write a record
     spu timing                 per-iteration time of TNGD and digital optimizers versus N
 """
 
@@ -33,15 +35,28 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--connect", default="tcp://127.0.0.1:5555", metavar="ENDPOINT")
     status.add_argument("--timeout", type=float, default=5.0, help="seconds")
     demo = commands.add_parser(
-        "demo", help="solve a random linear system on a private daemon",
+        "demo", help="train an MLP with TNGD and Adam on a private daemon (--solve: A x = b)",
+        description="Start a private daemon and train an MLP on the digits data with TNGD on "
+                    "the emulated SPU and with Adam; print a table and save a plot of the "
+                    "loss versus iterations and versus simulated time. With --solve: solve a "
+                    "random linear system A x = b on the device instead.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    demo.add_argument("--n", type=int, default=32, help="problem size")
-    demo.add_argument("--condition", type=float, default=10.0, help="condition number of A")
-    demo.add_argument("--t-sample", type=float, default=1000.0,
-                      help="sampling time, units of tau")
+    demo.add_argument("--iterations", type=int, default=150, help="training iterations")
+    demo.add_argument("--plot", default="spusim_demo.png", metavar="PATH",
+                      help="where to write the PNG plot")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--trace", metavar="PATH",
-                      help="write the device's timeline as Chrome Trace JSON (Perfetto)")
+    solve = demo.add_argument_group("the linear-solve demo (--solve)")
+    solve.add_argument("--solve", action="store_true",
+                       help="solve A x = b instead of training")
+    solve.add_argument("--n", type=int, default=32, help="problem size")
+    solve.add_argument("--condition", type=float, default=10.0, help="condition number of A")
+    solve.add_argument("--t-sample", type=float, default=1000.0,
+                       help="sampling time, units of tau")
+    solve.add_argument("--trace", metavar="PATH",
+                       help="write the device's timeline as Chrome Trace JSON (Perfetto)")
+    from host.train_cli import add_parser as add_train_parser
+
+    add_train_parser(commands)
     timing = commands.add_parser(
         "timing", help="per-iteration time of TNGD and the digital optimizers versus N",
         description="Estimate one training iteration of SGD, Adam, exact NGD, NGD-CG, "
@@ -81,14 +96,27 @@ def main(argv: list[str] | None = None) -> int:
             return _status(args.connect, args.timeout)
         if args.command == "timing":
             return _timing(args)
+        if args.command == "train":
+            from host.train_cli import main as train_main
+
+            return train_main(args)
+        return _demo(args)
+    except DeviceError as error:
+        print(f"spu: {error}", file=sys.stderr)
+        return 1
+
+
+def _demo(args: argparse.Namespace) -> int:
+    if args.solve:
         from host.demo import run_demo
 
         run_demo(n=args.n, condition=args.condition, t_sample=args.t_sample, seed=args.seed,
                  trace=args.trace)
-        return 0
-    except DeviceError as error:
-        print(f"spu: {error}", file=sys.stderr)
-        return 1
+    else:
+        from host.train_demo import run_training_demo
+
+        run_training_demo(iterations=args.iterations, plot_path=args.plot, seed=args.seed)
+    return 0
 
 
 def _timing(args: argparse.Namespace) -> int:

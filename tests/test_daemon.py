@@ -121,8 +121,9 @@ def test_spawn_reports_a_daemon_that_cannot_start() -> None:
 
 
 def test_demo_solves_accurately() -> None:
-    result = subprocess.run([str(Path(sys.executable).with_name("spu")), "demo", "--n", "8",
-                             "--t-sample", "400"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([str(Path(sys.executable).with_name("spu")), "demo", "--solve",
+                             "--n", "8", "--t-sample", "400"],
+                            capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     match = re.search(r"relative error .*\s(\S+)\s+\(estimated from the samples: (\S+)\)",
                       result.stdout)

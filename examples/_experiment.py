@@ -1,0 +1,123 @@
+"""Shared machinery of the training examples (compare_optimizers.py and the sweeps): a list of
+arms (a host.runs.RunSpec and, for TNGD, the daemon's options), each TNGD arm on a fresh
+daemon, then a table on stdout, a JSON record and a PNG plot.
+
+Every script: ``--quick`` (fewer iterations, for a smoke run), ``--iterations``, ``--seed``,
+``--out PREFIX`` (writes PREFIX.json and PREFIX.png). Default device: the ideal profile with
+thermal noise kappa0 = 0.001; model: the MLP 64-16-10 (N = 1 210), batch 32, on digits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from host.client import Device
+from host.data import load_digits
+from host.errors import DeviceError
+from host.runs import (
+    DEVICE_OPTIMIZERS,
+    Result,
+    RunSpec,
+    one_blas_thread,
+    plot,
+    record,
+    run,
+    summary_table,
+    write_json,
+)
+
+KAPPA0 = 0.001
+BASE = RunSpec(model="mlp", hidden=16, batch_size=32, damping=0.1, eval_every=10)
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One run: its spec, a label for the table and plot, and the daemon's options (by
+    ``spu serve`` flag name) if it needs a device."""
+
+    spec: RunSpec
+    label: str
+    device: dict[str, Any] = field(default_factory=dict)
+
+
+def arm(label: str, device: dict[str, Any] | None = None, **spec: Any) -> Arm:
+    """An Arm on BASE with ``spec``'s fields changed; TNGD arms get kappa0 = KAPPA0 unless
+    ``device`` says otherwise."""
+    run_spec = replace(BASE, **spec)
+    config = dict(device or {})
+    if run_spec.optimizer in DEVICE_OPTIMIZERS:
+        config.setdefault("kappa0", KAPPA0)
+    return Arm(run_spec, label, config)
+
+
+def parse(description: str, iterations: int, quick_iterations: int,
+          out: str) -> argparse.Namespace:
+    """The common command line; ``iterations`` by default, ``quick_iterations`` with --quick."""
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a smoke run of {quick_iterations} iterations")
+    parser.add_argument("--iterations", type=int, default=iterations)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="model initialisation, batch order and device noise")
+    parser.add_argument("--out", default=out, metavar="PREFIX",
+                        help="writes PREFIX.json and PREFIX.png")
+    args = parser.parse_args()
+    if args.quick:
+        args.iterations = quick_iterations
+    return args
+
+
+def run_arms(arms: list[Arm]) -> tuple[list[Result], dict[str, str]]:
+    """Run every arm; each TNGD arm on a fresh daemon with its options (seeded like the run), so
+    that every arm starts from the same device state. An arm the device refuses (e.g. a
+    quantized curvature that is no longer positive semi-definite) is a result too: it is
+    returned in the second dict, label -> the device's error, and the others still run."""
+    data = load_digits()
+    results: list[Result] = []
+    failed: dict[str, str] = {}
+    with one_blas_thread():
+        for a in arms:
+            try:
+                if a.spec.optimizer in DEVICE_OPTIMIZERS:
+                    with Device.spawn(seed=a.spec.seed, **a.device) as device:
+                        result = run(a.spec, data, device)
+                else:
+                    result = run(a.spec, data)
+            except DeviceError as error:
+                failed[a.label] = str(error)
+                print(f"{a.label}: failed: {error}", file=sys.stderr)
+                continue
+            result.label = a.label
+            results.append(result)
+    return results, failed
+
+
+def main(name: str, description: str, arms: Callable[[argparse.Namespace], list[Arm]],
+         iterations: int, quick_iterations: int, accuracy: bool = False) -> list[Result]:
+    """Parse the command line, run the arms, print the table, write PREFIX.json and .png."""
+    args = parse(description, iterations, quick_iterations, f"docs/results/{name}")
+    started = time.perf_counter()
+    chosen = [replace(a, spec=replace(a.spec, iterations=args.iterations, seed=args.seed))
+              for a in arms(args)]
+    results, failed = run_arms(chosen)
+    print(summary_table(results))
+    for label, error in failed.items():
+        print(f"  {label:<22} failed: {error}")
+    config = {"experiment": name, "iterations": args.iterations, "seed": args.seed,
+              "quick": args.quick, "devices": [a.device for a in chosen],
+              "labels": [a.label for a in chosen], "failed": failed}
+    prefix = Path(args.out)
+    specs = [a.spec for a in chosen if a.label not in failed]
+    written = write_json(record(results, config, specs), prefix.with_suffix(".json"))
+    print(f"record: {written}")
+    title = f"{description.split('.')[0]} ({args.iterations} iterations, seed {args.seed})"
+    print(f"plot: {plot(results, prefix.with_suffix('.png'), title, accuracy=accuracy)}")
+    print(f"wall time {time.perf_counter() - started:.1f} s")
+    return results

@@ -1,0 +1,269 @@
+"""Training runs for the command line and the examples: build a model and an optimizer by name,
+train with a progress bar, and report the result as a table, a JSON record and a plot.
+
+    spec = RunSpec(optimizer="tngd", lr=0.3, damping=0.1, t=5.0)
+    history, seconds = run(spec, load_digits(), device=device)
+    print(summary_table([Result(spec.label(), history, seconds)]))
+
+Units: t and t_d in units of tau (the device's RC time), simulated times in ns (ms in tables and
+plots), host times in seconds of wall time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from host.client import Device
+from host.data import Dataset
+from host.models import Network, cnn, mlp, softmax_regression
+from host.optimizers import Optimizer, adam, ngd, ngd_cg, ngd_woodbury, sgd
+from host.progress import ProgressBar
+from host.tngd import tngd
+from host.training import History, train
+from host.updates import Adam
+
+MODELS = ("softmax", "mlp", "cnn")
+OPTIMIZERS = ("sgd", "adam", "ngd", "ngd-cg", "ngd-woodbury", "tngd", "tngd-adam")
+DEVICE_OPTIMIZERS = ("tngd", "tngd-adam")
+# A learning rate per optimizer that trains the digits models well (measured on the MLP).
+DEFAULT_LR = {"sgd": 0.5, "adam": 0.01, "ngd": 0.3, "ngd-cg": 0.3, "ngd-woodbury": 0.3,
+              "tngd": 0.3, "tngd-adam": 0.01}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run. lr None: DEFAULT_LR of the optimizer. damping: lambda of the NGD
+    family; t, delay: TNGD's analog time and delay t_d (units of tau); cg_iterations: NGD-CG's
+    c; readout, warm_start: host/tngd.py's. seed: model initialisation, batch order and the
+    device's noise stream. eval_every: iterations between test-set evaluations."""
+
+    model: str = "mlp"
+    optimizer: str = "tngd"
+    iterations: int = 100
+    batch_size: int = 32
+    lr: float | None = None
+    momentum: float = 0.0
+    damping: float = 0.1
+    t: float = 5.0
+    delay: float = 0.0
+    cg_iterations: int = 10
+    readout: str = "final"
+    warm_start: bool = True
+    hidden: int = 32
+    seed: int = 0
+    eval_every: int = 10
+
+    @property
+    def learning_rate(self) -> float:
+        return DEFAULT_LR[self.optimizer] if self.lr is None else self.lr
+
+    def label(self) -> str:
+        if self.optimizer in DEVICE_OPTIMIZERS:
+            delay = f", t_d={self.delay:g}τ" if self.delay else ""
+            return f"{self.optimizer} (t={self.t:g}τ{delay})"
+        return self.optimizer
+
+
+@dataclass
+class Result:
+    """A finished run: its label, History and host wall time (seconds)."""
+
+    label: str
+    history: History
+    host_seconds: float
+
+
+def build_model(name: str, data: Dataset, hidden: int = 32, seed: int = 0) -> Network:
+    """softmax regression, an MLP with one tanh layer of ``hidden`` units, or the small CNN."""
+    if name == "softmax":
+        return softmax_regression(data.n_features, data.classes, seed)
+    if name == "mlp":
+        return mlp(data.n_features, data.classes, (hidden,), seed=seed)
+    if name == "cnn":
+        return cnn(data.image_shape, data.classes, hidden=hidden, seed=seed)
+    raise ValueError(f"model must be one of {list(MODELS)}, got {name!r}")
+
+
+def build_optimizer(spec: RunSpec, device: Device | None = None) -> Optimizer:
+    """The optimizer of ``spec``; TNGD and TNGD-Adam need ``device``."""
+    name, lr = spec.optimizer, spec.learning_rate
+    if name in DEVICE_OPTIMIZERS:
+        if device is None:
+            raise ValueError(f"{name} needs a device")
+        update = Adam(lr, 0.0, 0.0) if name == "tngd-adam" else None
+        return tngd(device, update, lr=lr, momentum=spec.momentum, damping=spec.damping,
+                    t=spec.t, delay=spec.delay, warm_start=spec.warm_start,
+                    readout=spec.readout, seed=spec.seed)
+    builders = {
+        "sgd": lambda: sgd(lr, spec.momentum),
+        "adam": lambda: adam(lr),
+        "ngd": lambda: ngd(lr, spec.damping, spec.momentum),
+        "ngd-cg": lambda: ngd_cg(lr, spec.damping, spec.cg_iterations, spec.momentum),
+        "ngd-woodbury": lambda: ngd_woodbury(lr, spec.damping, spec.momentum),
+    }
+    if name not in builders:
+        raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {name!r}")
+    return builders[name]()
+
+
+def run(spec: RunSpec, data: Dataset, device: Device | None = None,
+        progress: bool = True) -> Result:
+    """Train ``spec`` (a fresh model) on ``data`` with a progress bar on stderr."""
+    model = build_model(spec.model, data, spec.hidden, spec.seed)
+    optimizer = build_optimizer(spec, device)
+    started = time.perf_counter()
+    with ProgressBar(spec.label(), spec.iterations,
+                     stream=None if progress else _Null()) as bar:
+        history = train(model, optimizer, data, spec.iterations, batch_size=spec.batch_size,
+                        seed=spec.seed, eval_every=spec.eval_every,
+                        callback=lambda record: bar.update(record.iteration + 1))
+    return Result(spec.label(), history, time.perf_counter() - started)
+
+
+def summary_table(results: list[Result]) -> str:
+    """One line per run: final batch loss (mean of the last 10 iterations), final test loss
+    and accuracy, iterations, simulated time (ms) and host time (s)."""
+    header = (f"  {'optimizer':<22} {'train loss':>10} {'test loss':>9} {'test acc':>8} "
+              f"{'iters':>6} {'sim time ms':>11} {'host s':>7}")
+    lines = [header, "  " + "-" * (len(header) - 2)]
+    for result in results:
+        h = result.history
+        lines.append(f"  {result.label:<22} {final_train_loss(h):>10.4f} "
+                     f"{h.final_test_loss:>9.4f} {h.final_test_accuracy:>8.3f} "
+                     f"{len(h.records):>6d} {h.records[-1].sim_time_ns / 1e6:>11.2f} "
+                     f"{result.host_seconds:>7.2f}")
+    return "\n".join(lines)
+
+
+def final_train_loss(history: History, window: int = 10) -> float:
+    """Mean batch loss over the last ``window`` iterations (a less noisy final loss)."""
+    loss = history.series("loss")
+    return float(loss[-window:].mean())
+
+
+def record(results: list[Result], config: dict[str, Any],
+           specs: list[RunSpec] | None = None) -> dict[str, Any]:
+    """A JSON-ready record: the config, each run's spec, summary and per-iteration rows."""
+    runs = []
+    for i, result in enumerate(results):
+        h = result.history
+        runs.append({"label": result.label,
+                     "spec": asdict(specs[i]) if specs else None,
+                     "final_train_loss": final_train_loss(h),
+                     "final_test_loss": h.final_test_loss,
+                     "final_test_accuracy": h.final_test_accuracy,
+                     "sim_time_ns": h.records[-1].sim_time_ns,
+                     "host_seconds": result.host_seconds,
+                     "rows": h.rows()})
+    return {"config": config, "runs": runs}
+
+
+def write_json(data: dict[str, Any], path: str | Path) -> Path:
+    """Write ``data`` as JSON (NaN and infinities as null); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_finite(data), indent=1, default=str))
+    return path
+
+
+def plot(results: list[Result], path: str | Path, title: str = "",
+         accuracy: bool = False) -> Path:
+    """Batch loss (a running mean over 5 iterations) versus iterations and versus simulated
+    time (ms, log scale), one curve per run; ``accuracy`` adds a row of test accuracy."""
+    with _pyplot() as plt:
+        rows = 2 if accuracy else 1
+        fig, axes = plt.subplots(rows, 2, figsize=(11, 4 * rows), squeeze=False)
+        for result in results:
+            h = result.history
+            x_iter, x_ms = h.series("iteration"), h.series("sim_time_ns") / 1e6
+            loss = _running_mean(h.series("loss"), 5)
+            axes[0, 0].plot(x_iter, loss, label=result.label)
+            axes[0, 1].plot(x_ms, loss, label=result.label)
+            if accuracy:
+                tested = ~np.isnan(h.series("test_accuracy"))
+                acc = h.series("test_accuracy")[tested]
+                axes[1, 0].plot(x_iter[tested], acc, "o-", ms=3, label=result.label)
+                axes[1, 1].plot(x_ms[tested], acc, "o-", ms=3, label=result.label)
+        for row in range(rows):
+            axes[row, 0].set_xlabel("iteration")
+            axes[row, 1].set_xlabel("simulated time (ms)")
+            axes[row, 1].set_xscale("log")
+            for ax in axes[row]:
+                ax.set_ylabel("training loss (batch, mean of 5)" if row == 0
+                              else "test accuracy")
+                ax.grid(alpha=0.3)
+        for ax in axes[0]:
+            ax.set_yscale("log")
+        axes[0, 0].legend(fontsize=8)
+        if title:
+            fig.suptitle(title)
+        fig.tight_layout()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+    return path
+
+
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """The host's linear algebra on one BLAS thread if threadpoolctl is installed (see
+    tests/training_support.py: a second OpenBLAS thread can make small solves far slower on a
+    machine that also runs the daemon); otherwise unchanged."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+@contextmanager
+def _pyplot() -> Iterator[Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    yield plt
+
+
+def _running_mean(values: np.ndarray, window: int) -> np.ndarray:
+    kernel = np.ones(window) / window
+    padded = np.concatenate([np.full(window - 1, values[0]), values])
+    return np.convolve(padded, kernel, mode="valid")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        return _finite(value.item())
+    return value
+
+
+class _Null:
+    """A stream that is not a terminal and discards what is written."""
+
+    def isatty(self) -> bool:
+        return False
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass

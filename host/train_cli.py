@@ -1,0 +1,110 @@
+"""``spu train``: train one model on digits with one optimizer, print a summary and write a JSON
+record (config, seed, per-iteration rows) and optionally a plot.
+
+    spu train --model mlp --optimizer tngd --t 5 --kappa0 0.001 --iterations 200 --json run.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import asdict
+from typing import Any
+
+from host.runs import DEFAULT_LR, DEVICE_OPTIMIZERS, MODELS, OPTIMIZERS, RunSpec
+
+DESCRIPTION = """\
+Train a model on the digits data (1347 training, 450 test images of 8 x 8 pixels, 10 classes)
+with one optimizer, and write a JSON record of the run: the configuration, the seed, and one row
+per iteration (batch loss and accuracy, test loss and accuracy every --eval-every iterations,
+gradient norm, host wall time, simulated time in ns; for TNGD also the device's phase times and
+converter clips). TNGD and TNGD-Adam start a private device daemon (ideal profile, thermal noise
+--kappa0) and solve (C + lambda I) x = g on it for an analog time --t each iteration (units of
+tau = RC); the other optimizers run on the host only. Simulated time is the hybrid loop's clock
+(docs/timing.md): the host's compute at this host's speed plus the device's phases."""
+
+EPILOG = ("learning rates by default: "
+          + ", ".join(f"{name} {lr:g}" for name, lr in DEFAULT_LR.items())
+          + ". Example: spu train --optimizer tngd --t 10 --kappa0 0.001 --json tngd.json "
+          "--plot tngd.png")
+
+
+def add_parser(commands: Any) -> argparse.ArgumentParser:
+    """Add the ``train`` subcommand to ``spu``'s subparsers."""
+    defaults = RunSpec()
+    parser = commands.add_parser(
+        "train", help="train a model on digits with a chosen optimizer, write a JSON record",
+        description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=_Formatter)
+    parser.add_argument("--model", choices=MODELS, default=defaults.model,
+                        help="softmax regression, MLP (one tanh hidden layer) or small CNN")
+    parser.add_argument("--hidden", type=int, default=defaults.hidden,
+                        help="hidden units of the MLP and of the CNN's dense layer")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
+    parser.add_argument("--iterations", type=int, default=defaults.iterations)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=float, default=None,
+                        help="learning rate (default: per optimizer, see below)")
+    parser.add_argument("--momentum", type=float, default=defaults.momentum,
+                        help="momentum of the SGD update (sgd, ngd*, tngd)")
+    parser.add_argument("--damping", type=float, default=defaults.damping,
+                        help="lambda of (C + lambda I) (ngd*, tngd*)")
+    parser.add_argument("--cg-iterations", type=int, default=defaults.cg_iterations,
+                        help="CG iterations per step (ngd-cg)")
+    device = parser.add_argument_group("the device (tngd, tngd-adam)")
+    device.add_argument("--t", type=float, default=defaults.t,
+                        help="analog time per iteration, units of tau")
+    device.add_argument("--t-d", type=float, default=defaults.delay, dest="delay",
+                        help="delay t_d between a readout and the next upload, units of tau")
+    device.add_argument("--kappa0", type=float, default=0.001,
+                        help="thermal noise of the device")
+    device.add_argument("--readout", choices=("final", "average"), default=defaults.readout,
+                        help="read the state at t, or average the samples of the run")
+    device.add_argument("--no-warm-start", dest="warm_start", action="store_false",
+                        help="reset the state to the gradient every iteration")
+    device.add_argument("--connect", metavar="ENDPOINT",
+                        help="use a running daemon instead of starting one (--kappa0 ignored)")
+    parser.add_argument("--seed", type=int, default=defaults.seed,
+                        help="model initialisation, batch order and device noise")
+    parser.add_argument("--eval-every", type=int, default=defaults.eval_every,
+                        help="iterations between test-set evaluations")
+    parser.add_argument("--json", default="spusim_train.json", metavar="PATH",
+                        help="where to write the JSON record")
+    parser.add_argument("--plot", metavar="PATH", help="also write a PNG plot")
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run ``spu train`` with parsed ``args``; returns the exit code."""
+    from host.client import Device
+    from host.data import load_digits
+    from host.runs import one_blas_thread, plot, record, run, summary_table, write_json
+
+    spec = RunSpec(model=args.model, optimizer=args.optimizer, iterations=args.iterations,
+                   batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
+                   damping=args.damping, t=args.t, delay=args.delay,
+                   cg_iterations=args.cg_iterations, readout=args.readout,
+                   warm_start=args.warm_start, hidden=args.hidden, seed=args.seed,
+                   eval_every=args.eval_every)
+    data = load_digits()
+    config: dict[str, Any] = {"spec": asdict(spec), "lr": spec.learning_rate,
+                              "data": "digits", "seed": spec.seed}
+    with one_blas_thread():
+        if spec.optimizer in DEVICE_OPTIMIZERS:
+            device = (Device.connect(args.connect) if args.connect
+                      else Device.spawn(kappa0=args.kappa0, seed=spec.seed))
+            with device:
+                config["device"] = device.config
+                result = run(spec, data, device)
+        else:
+            result = run(spec, data)
+    print(summary_table([result]))
+    print(f"  record: {write_json(record([result], config, [spec]), args.json)}",
+          file=sys.stdout)
+    if args.plot:
+        print(f"  plot: {plot([result], args.plot, f'{spec.model} on digits', accuracy=True)}")
+    return 0
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown, the description's line breaks kept."""

@@ -1,0 +1,93 @@
+"""``spu demo`` (the training demo) and ``spu train``, run as the user runs them: the ``spu``
+command in a subprocess, its table, JSON record and PNG checked."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SPU = str(Path(sys.executable).with_name("spu"))
+CHANCE = 0.1  # ten balanced classes
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _spu(*args: str, timeout: float = 120) -> str:
+    result = subprocess.run([SPU, *args], check=False, capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def _table(stdout: str) -> dict[str, list[float]]:
+    """The summary table's rows: label -> [train loss, test loss, test acc, iters, sim ms,
+    host s]."""
+    rows = re.findall(r"^\s+(\S+(?: \([^)]*\))?)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(\d+)\s+"
+                      r"([\d.]+)\s+([\d.]+)$", stdout, re.MULTILINE)
+    return {row[0]: [float(v) for v in row[1:]] for row in rows}
+
+
+def test_training_demo_trains_both_optimizers_and_writes_the_plot(tmp_path: Path) -> None:
+    """40 iterations: both optimizers' test loss below ln 10 = 2.30 (the untrained network's),
+    accuracy far above chance; TNGD's simulated time includes the device's analog runs of
+    5 tau = 5 us each, so it exceeds 40 x 5 us."""
+    png = tmp_path / "demo.png"
+    stdout = _spu("demo", "--iterations", "40", "--plot", str(png))
+    table = _table(stdout)
+    assert set(table) == {"tngd (t=5τ)", "adam"}, stdout
+    for train_loss, test_loss, accuracy, iterations, sim_ms, host_s in table.values():
+        assert train_loss < 1.5 and test_loss < 1.5, stdout
+        assert accuracy > 5 * CHANCE, stdout
+        assert iterations == 40 and sim_ms > 0 and host_s > 0
+    assert table["tngd (t=5τ)"][4] > 40 * 5e-3
+    assert png.read_bytes()[:8] == PNG_MAGIC
+
+
+@pytest.mark.parametrize("optimizer", ["ngd-cg", "tngd"])
+def test_train_writes_a_json_record_of_every_iteration(tmp_path: Path, optimizer: str) -> None:
+    record_path, png = tmp_path / "run.json", tmp_path / "run.png"
+    _spu("train", "--model", "softmax", "--optimizer", optimizer, "--iterations", "25",
+         "--t", "2", "--seed", "3", "--json", str(record_path), "--plot", str(png))
+    record = json.loads(record_path.read_text())
+    assert record["config"]["seed"] == 3 and record["config"]["spec"]["optimizer"] == optimizer
+    (run,) = record["runs"]
+    rows = run["rows"]
+    assert [row["iteration"] for row in rows] == list(range(25))
+    assert rows[-1]["sim_time_ns"] == run["sim_time_ns"] > 0
+    assert run["final_train_loss"] < 0.7 * rows[0]["loss"]
+    assert run["final_test_accuracy"] > 5 * CHANCE
+    assert ("device_analog_ns" in rows[0]) == (optimizer == "tngd")
+    if optimizer == "tngd":
+        assert record["config"]["device"]["kappa0"] == 0.001
+        assert all(row["device_analog_ns"] == 2000 for row in rows)
+    assert png.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_train_help_explains_the_options() -> None:
+    stdout = _spu("train", "--help")
+    for option in ("--optimizer", "--t ", "--t-d", "--kappa0", "--readout", "--no-warm-start",
+                   "--json", "tngd-adam", "units of tau"):
+        assert option in stdout, option
+
+
+def test_an_example_writes_its_record_and_plot(tmp_path: Path) -> None:
+    """examples/sweep_delay.py for 5 iterations: one run per arm, each with its spec, rows and
+    the delay it was asked for (t_d = 1 tau = 1000 ns of device time on every step but the
+    first)."""
+    script = Path(__file__).resolve().parents[1] / "examples" / "sweep_delay.py"
+    prefix = tmp_path / "delay"
+    result = subprocess.run([sys.executable, str(script), "--iterations", "5", "--out",
+                             str(prefix)], check=False, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(prefix.with_suffix(".json").read_text())
+    labels = [run["label"] for run in record["runs"]]
+    assert labels == ["tngd t_d=0τ", "tngd t_d=0.2τ", "tngd t_d=1τ", "ngd (exact)"]
+    delayed = record["runs"][2]
+    assert delayed["spec"]["delay"] == 1.0 and len(delayed["rows"]) == 5
+    assert [row["device_delay_ns"] for row in delayed["rows"]] == [0] + [1000] * 4
+    assert prefix.with_suffix(".png").read_bytes()[:8] == PNG_MAGIC
