@@ -8,7 +8,7 @@ import pytest
 
 from device.config import DeviceConfig, profile_config
 from device.converters import Quantizer
-from device.coupling import DenseCoupling, FactoredCoupling
+from device.coupling import DenseCoupling
 from device.mismatch import Array, deviations
 from device.spu import EmulatedSPU
 from protocol import ErrorCode, ProtocolError
