@@ -10,6 +10,7 @@ cells i and j.
 from __future__ import annotations
 
 from enum import IntEnum
+from functools import lru_cache
 
 import numpy as np
 
@@ -29,14 +30,22 @@ def _row(serial: int, array: Array, row: int, length: int) -> np.ndarray:
     return np.random.default_rng([serial, int(array), row]).standard_normal(length)
 
 
+@lru_cache(maxsize=8)
 def deviations(serial: int, array: Array, shape: tuple[int, ...]) -> np.ndarray:
-    """Standard-normal deviations of ``array``'s elements, (rows, cols) or (n,)."""
+    """Standard-normal deviations of ``array``'s elements, (rows, cols) or (n,); read-only and
+    cached, since a training loop reprograms arrays of the same shape every step."""
     if len(shape) == 1:
-        return _row(serial, array, 0, shape[0])
-    return np.array([_row(serial, array, i, shape[1]) for i in range(shape[0])])
+        values = _row(serial, array, 0, shape[0])
+    else:
+        values = np.array([_row(serial, array, i, shape[1]) for i in range(shape[0])])
+    values.flags.writeable = False
+    return values
 
 
+@lru_cache(maxsize=8)
 def symmetric_deviations(serial: int, array: Array, n: int) -> np.ndarray:
     """Deviations of an n x n symmetric array: element (i, j) and (j, i) are one component."""
     upper = np.triu(deviations(serial, array, (n, n)))
-    return upper + np.triu(upper, 1).T
+    values = upper + np.triu(upper, 1).T
+    values.flags.writeable = False
+    return values
