@@ -7,6 +7,8 @@ first in z, so the ADC records ``z[:n_observed]``.
 
 - :func:`underdamped_langevin`: z = (x, p), time in tau, the second-order version of the
   overdamped device (same stationary x, a momentum alongside).
+- :func:`overdamped_cells`: the RC cells themselves (z = x), for when a filter joins them.
+- :func:`with_readout_filter`: any of them read through the anti-alias filter, z' = (f, z).
 - :func:`rlc_network`: z = (v, i) in volts and amperes, time in seconds, the SPU's capacitively
   coupled RLC cells (Nature Comms 16, 3757, Eqs. 4-5).
 - :func:`program_for_inverse`, :func:`program_for_covariance`: which capacitors realise a target
@@ -68,6 +70,34 @@ def underdamped_langevin(A: np.ndarray, kappa0: float, mass: float = 1.0,
     drift = np.block([[zero, -identity / mass], [A, friction / mass * identity]])
     diffusion = np.vstack([zero, np.sqrt(2.0 * friction * kappa0) * identity])
     return LinearCircuit(drift, diffusion, np.vstack([zero, identity]), n)
+
+
+def overdamped_cells(A: np.ndarray, kappa0: float) -> LinearCircuit:
+    """The RC cells dx = (b - A x) dt + sqrt(2 kappa0) dW as a linear circuit, time in tau:
+    z = x, d = n, the bias b the input. Stationary law N(A^-1 b, kappa0 A^-1)."""
+    A = _symmetric(A, "A")
+    _non_negative(kappa0, "kappa0")
+    n = A.shape[0]
+    return LinearCircuit(A, np.sqrt(2.0 * kappa0) * np.eye(n), np.eye(n), n)
+
+
+def with_readout_filter(circuit: LinearCircuit, rate: float) -> LinearCircuit:
+    """``circuit`` read through a first-order low-pass on each observed coordinate:
+
+        df = rate (z_observed - f) dt
+
+    rate = 1 / tau_filter in the circuit's time unit. The filter output f (n_observed,) is put
+    first, so z' = (f, z) and the ADC observes f. For overdamped cells x ~ N(mu, kappa0 A^-1)
+    its stationary law is N(mu, kappa0 A^-1 rate (rate I + A)^-1).
+    """
+    _positive(rate, "the filter rate")
+    n, d = circuit.n_observed, circuit.drift.shape[0]
+    follow = np.zeros((n, d))
+    follow[:, :n] = -rate * np.eye(n)
+    drift = np.block([[rate * np.eye(n), follow], [np.zeros((d, n)), circuit.drift]])
+    diffusion = np.vstack([np.zeros((n, circuit.diffusion.shape[1])), circuit.diffusion])
+    input_map = np.vstack([np.zeros((n, circuit.input_map.shape[1])), circuit.input_map])
+    return LinearCircuit(drift, diffusion, input_map, n)
 
 
 def overdamped_time_constant(friction: float, tau: float = 1.0) -> float:

@@ -44,6 +44,10 @@ DEVICE_OPTIONS: tuple[tuple[str, type, str, str], ...] = (
     ("--bias-offset", float, "V", "std of the fixed per-cell bias offsets (0)"),
     ("--readout-offset", float, "V", "std of the fixed per-cell readout offsets (0)"),
     ("--serial", int, "S", "chip serial number: fixes mismatch and offsets (0)"),
+    ("--program-tau-ns", float, "NS", "finite bandwidth: time constant of the first-order "
+     "settling of every programmed element, seen by the running cells (0: instantaneous)"),
+    ("--readout-tau-ns", float, "NS", "anti-alias filter before the ADC: first-order "
+     "low-pass time constant, -3 dB at 1/(2 pi tau) (0: none)"),
     ("--mass", float, "M", "underdamped cells: mass, tau units (1)"),
     ("--friction", float, "GAMMA", "underdamped cells: friction, tau units (1)"),
     ("--inductance", float, "HENRY", "rlc cells: inductance L (1 uH)"),
@@ -99,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
         timing.add_argument(f"--{bank}-channels", type=int, default=unset, metavar="N",
                             help=f"{role} converters in parallel (0: one per cell)")
         timing.add_argument(f"--{bank}-settle-tau-ns", type=float, default=unset, metavar="NS",
-                            help=f"{role} settling time constant")
+                            help=f"{role} converter settling time constant, waited for (a "
+                                 "cost in time; the bandwidth the cells see is "
+                                 "--program-tau-ns / --readout-tau-ns)")
     add_reliability_options(serve)
     runtime = serve.add_argument_group("runtime")
     runtime.add_argument("--threads", type=int, default=1,

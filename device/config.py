@@ -17,7 +17,6 @@ from protocol import INTEGRATORS, MAX_HEADER_BYTES
 from timing import PROFILES as TIMING_PROFILES
 from timing import TimingModel
 
-
 DYNAMICS = ("overdamped", "underdamped", "rlc")
 
 
@@ -52,6 +51,13 @@ class DeviceConfig:
         Second-order dynamics run the exact integrator only.
     sign_capable: rlc only: couplings can realise either sign (differential), so any symmetric
         positive definite matrix can be programmed.
+    program_tau_ns: finite bandwidth of the programming path: every programmed element (coupling,
+        factor, damping, bias) moves from its old to its new value as a first-order step
+        response with this time constant, starting when its upload ends; the cells run while it
+        settles (a host waits with an unrecorded run). 0: instantaneous. Overdamped cells only.
+    readout_tau_ns: anti-alias filter before the ADC: a first-order low-pass of time constant
+        readout_tau_ns (-3 dB at 1 / (2 pi readout_tau_ns)) on every cell's signal; the ADC
+        samples its output. 0: no filter.
     """
 
     cells: int = 4096
@@ -77,6 +83,8 @@ class DeviceConfig:
     friction: float = 1.0
     inductance_henry: float = 1e-6
     sign_capable: bool = False
+    program_tau_ns: float = 0.0
+    readout_tau_ns: float = 0.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -100,7 +108,8 @@ class DeviceConfig:
         elif self.timing.adc.time_ns(self.cells, self.cells) > self.sample_interval_ns:
             problems.append("the ADC cannot convert all cells within one sample interval "
                             f"({self.sample_interval_ns} ns)")
-        for name in ("readout_noise", "mismatch", "bias_offset", "readout_offset"):
+        for name in ("readout_noise", "mismatch", "bias_offset", "readout_offset",
+                     "program_tau_ns", "readout_tau_ns"):
             if not 0 <= getattr(self, name) < math.inf:
                 problems.append(f"{name}={getattr(self, name)} must be >= 0 and finite")
         if self.dynamics not in DYNAMICS:
@@ -108,6 +117,9 @@ class DeviceConfig:
         for name in ("mass", "friction", "inductance_henry"):
             if not 0 < getattr(self, name) < math.inf:
                 problems.append(f"{name}={getattr(self, name)} must be positive and finite")
+        if self.program_tau_ns and self.dynamics != "overdamped":
+            problems.append("program_tau_ns (settling of programmed values) is emulated for "
+                            "overdamped cells only")
         if not 0 <= self.serial < 2**63:
             problems.append(f"serial={self.serial} must be a non-negative 63-bit integer")
         try:
@@ -149,7 +161,8 @@ class DeviceConfig:
 
     @property
     def ideal_readout(self) -> bool:
-        """True when the ADC reads the state exactly (no offset, noise, clipping or rounding)."""
+        """True when the ADC converts its input exactly (no offset, noise, clipping or rounding;
+        the anti-alias filter in front of it is ``readout_tau_ns``)."""
         return (self.adc_full_scale is None and self.readout_noise == 0
                 and self.readout_offset == 0)
 

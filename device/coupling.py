@@ -13,10 +13,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from device import kernels
+from device.circuits import (
+    LinearCircuit,
+    check_realisable,
+    overdamped_cells,
+    rlc_network,
+    underdamped_langevin,
+    with_readout_filter,
+)
 from device.config import DeviceConfig
-from device.mismatch import Array, deviations, symmetric_deviations
-from device.circuits import LinearCircuit, check_realisable, rlc_network, underdamped_langevin
 from device.linear_sde import LinearTransition, transition
+from device.mismatch import Array, deviations, symmetric_deviations
 from device.transition import (
     ExactTransition,
     check_euler_step,
@@ -71,10 +78,22 @@ class DenseCoupling:
                                                                     A.shape[0])
         return cls(realised, clipped)
 
+    def seen(self, previous: DenseCoupling | None, residual: float) -> DenseCoupling:
+        """The coupling the cells see while settling from ``previous`` (None: zero) with
+        ``residual`` r of the change missing: A + r (A_previous - A)."""
+        old = None if previous is None else previous.A
+        return DenseCoupling(_seen(self.A, old, residual), self.dac_clipped)
+
+    def same_array(self, other: Coupling | None) -> bool:
+        """True when ``other`` occupies the same programmable elements (kind and shape)."""
+        return isinstance(other, DenseCoupling) and other.A.shape == self.A.shape
+
     def check(self, integrator: str,
               config: DeviceConfig) -> ExactTransition | CircuitTransition | None:
-        """Refuse a matrix the integrator cannot run; for "exact", its transition operators."""
-        if config.dynamics != "overdamped":
+        """Refuse a matrix the integrator cannot run; for "exact", its transition operators
+        (those of a linear circuit for second-order cells, or when the anti-alias filter joins
+        the state)."""
+        if config.dynamics != "overdamped" or (integrator == "exact" and config.readout_tau_ns):
             return circuit_transition(self.A, integrator, config)
         if integrator == "exact":
             eigenvalues, eigenvectors = np.linalg.eigh(self.A)
@@ -137,6 +156,18 @@ class FactoredCoupling:
             lam *= 1 + sigma * deviations(serial, Array.DAMPING, (n,))
         return cls(J_chip, H_chip, lam, clipped_j + clipped_h + clipped_l)
 
+    def seen(self, previous: FactoredCoupling | None, residual: float) -> FactoredCoupling:
+        """The coupling the cells see while settling from ``previous`` (None: zero), element
+        by element: J + r (J_previous - J), and likewise H and the damping."""
+        old_j, old_h, old_l = (None, None, None) if previous is None else (
+            previous.J, previous.H, previous.damping)
+        return FactoredCoupling(_seen(self.J, old_j, residual), _seen(self.H, old_h, residual),
+                                _seen(self.damping, old_l, residual), self.dac_clipped)
+
+    def same_array(self, other: Coupling | None) -> bool:
+        """True when ``other`` occupies the same programmable elements (kind and shapes)."""
+        return (isinstance(other, FactoredCoupling) and other.J.shape == self.J.shape)
+
     def check(self, integrator: str, config: DeviceConfig) -> None:
         """Bound the spectrum of J^T H J + diag(lambda) from m x m matrices, and refuse what
         would not settle or what Euler-Maruyama cannot step.
@@ -173,33 +204,52 @@ Coupling = DenseCoupling | FactoredCoupling
 
 @dataclass(frozen=True)
 class CircuitTransition:
-    """A second-order circuit (state z = (x, p) or (v, i), d = 2N) and its exact step over one
-    sample interval."""
+    """The cells as a linear circuit and its exact step over one sample interval.
+
+    State z = (filter output f if ``filtered``, x, hidden if ``second_order``), each (N,): the
+    hidden coordinates are momenta or inductor currents; the ADC samples the first N.
+    """
 
     circuit: LinearCircuit
     step: LinearTransition
+    filtered: bool
+    second_order: bool
 
 
 def circuit_transition(A: np.ndarray, integrator: str, config: DeviceConfig) -> CircuitTransition:
-    """The underdamped or RLC circuit programmed with A, and its exact step.
+    """The cells programmed with A as a linear circuit, and its exact step.
 
-    RLC: the Maxwell capacitance matrix is capacitance_farad * A and the injected current
-    noise kappa0 * capacitance_farad / resistance_ohm (A^2 s), so that the voltages' stationary
-    covariance is kappa0 A^-1, as on the overdamped device; time in seconds.
+    Underdamped: time in tau. RLC: the Maxwell capacitance matrix is capacitance_farad * A and
+    the injected current noise kappa0 * capacitance_farad / resistance_ohm (A^2 s), so that the
+    voltages' stationary covariance is kappa0 A^-1, as on the overdamped device; time in
+    seconds. Overdamped cells come here only to carry the anti-alias filter in their state.
+    With ``readout_tau_ns`` the filter output leads the state (:func:`with_readout_filter`).
     """
     if integrator != "exact":
         raise ProtocolError(ErrorCode.BAD_ARGUMENT, f"{config.dynamics} cells run the exact "
                             "integrator only", integrator=integrator)
     check_positive_definite(np.linalg.eigvalsh(A))
-    if config.dynamics == "underdamped":
+    per_ns = 1.0 / config.tau_ns  # the circuit's time unit per ns
+    if config.dynamics == "overdamped":
+        circuit = overdamped_cells(A, config.kappa0)
+    elif config.dynamics == "underdamped":
         circuit = underdamped_langevin(A, config.kappa0, config.mass, config.friction)
-        interval = config.sample_interval_ns / config.tau_ns
     else:
         scale, resistance = config.capacitance_farad, config.resistance_ohm
         circuit = rlc_network(scale * A, config.inductance_henry, resistance,
                               config.kappa0 * scale / resistance)
-        interval = config.sample_interval_ns * 1e-9
-    return CircuitTransition(circuit, transition(circuit.drift, circuit.diffusion, interval))
+        per_ns = 1e-9
+    if config.readout_tau_ns:
+        circuit = with_readout_filter(circuit, 1.0 / (config.readout_tau_ns * per_ns))
+    interval = config.sample_interval_ns * per_ns
+    return CircuitTransition(circuit, transition(circuit.drift, circuit.diffusion, interval),
+                             filtered=bool(config.readout_tau_ns),
+                             second_order=config.dynamics != "overdamped")
+
+
+def _seen(new: np.ndarray, old: np.ndarray | None, residual: float) -> np.ndarray:
+    """new + residual (old - new), element by element; ``old`` None stands for zeros."""
+    return (1.0 - residual) * new if old is None else new + residual * (old - new)
 
 
 def _check_capacity(n: int, elements: int, config: DeviceConfig) -> None:

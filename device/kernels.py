@@ -1,4 +1,5 @@
-"""Numba kernels of the emulated array: the two integrators and the programming check.
+"""Numba kernels of the emulated array: the two integrators, the readout path (anti-alias
+filter, offsets, noise, ADC) and the programming check.
 
 Every kernel takes canonical inputs only (C-contiguous, aligned, writeable float64 arrays, Python
 ints, floats and bools, one ``numpy.random.Generator``), so each compiles to exactly one
@@ -21,8 +22,9 @@ _TILE = 64
 
 # Second moments are accumulated SECOND_MOMENT_BATCH samples at a time, as one BLAS product.
 SECOND_MOMENT_BATCH = 64
-# Layout of the ADC parameter vector.
-ADC_ACTIVE, ADC_NOISE_SD, ADC_STEP, ADC_MAX_CODE = 0, 1, 2, 3
+# Layout of the readout parameter vector (the ``adc`` argument's second array).
+ADC_ACTIVE, ADC_NOISE_SD, ADC_STEP, ADC_MAX_CODE, FILTER_GAIN = 0, 1, 2, 3, 4
+ADC_PARAMETERS = 5
 
 
 @njit(cache=True, nogil=True)
@@ -39,10 +41,10 @@ def _convert(x, adc, out, rng):
     the nearest code k * step, clipped to the codes -max_code - 1 ... max_code (as
     :class:`device.converters.Quantizer`); a step of 0 is an ideal converter.
 
-    adc = (offsets (N,), params (4,) [active, noise_sd, step, max_code], clipped (1,) int64);
-    clipped readings are counted in ``clipped[0]``.
+    adc = (offsets (N,), params (5,) [active, noise_sd, step, max_code, filter_gain], clipped (1,)
+    int64, filtered (N,)); clipped readings are counted in ``clipped[0]``.
     """
-    offsets, params, clipped = adc
+    offsets, params, clipped = adc[0], adc[1], adc[2]
     noise_sd, step, max_code = params[ADC_NOISE_SD], params[ADC_STEP], params[ADC_MAX_CODE]
     for i in range(x.size):
         value = x[i] + offsets[i]
@@ -59,9 +61,22 @@ def _convert(x, adc, out, rng):
 
 
 @njit(cache=True, nogil=True)
+def _track(x, adc):
+    """Advance the anti-alias filter's output adc[3] (N,) by one time step towards the cell
+    values x: f += gain (x - f), gain = 1 - exp(-h / tau_filter) (x held over the step). A gain
+    of 0 is no filter (the ADC then samples x itself)."""
+    gain = adc[1][FILTER_GAIN]
+    if gain > 0.0:
+        filtered = adc[3]
+        for i in range(x.size):
+            filtered[i] += gain * (x[i] - filtered[i])
+
+
+@njit(cache=True, nogil=True)
 def _sample(x, record, sums, batch, filled, adc, reading, rng):
-    """The ADC takes one sample of x. Returns -1 if x is not finite (the run diverged), else
-    the new fill level of the second-moment buffer ``batch`` (empty when not recording them).
+    """The ADC takes one sample of x, or of the filter output adc[3] when the readout has an
+    anti-alias filter (see :func:`_track`). Returns -1 if x is not finite (the run diverged),
+    else the new fill level of the second-moment buffer ``batch`` (empty when not recording).
 
     sums = (sum_x (N,), sum_xx (N, N)); ``reading`` (N,) is scratch for the converted sample.
     """
@@ -71,9 +86,9 @@ def _sample(x, record, sums, batch, filled, adc, reading, rng):
             return -1
     if not record:
         return filled
-    sample = x
+    sample = adc[3] if adc[1][FILTER_GAIN] > 0.0 else x
     if adc[1][ADC_ACTIVE] != 0.0:
-        _convert(x, adc, reading, rng)
+        _convert(sample, adc, reading, rng)
         sample = reading
     sum_x, sum_xx = sums
     for i in range(n):
@@ -115,6 +130,7 @@ def euler_maruyama_run(A, b, x, h, noise_scale, n_samples, steps_per_sample, rng
             np.dot(A, x, ax)
             for i in range(n):
                 x[i] += h * (b[i] - ax[i]) + noise_scale * rng.standard_normal()
+            _track(x, adc)
         filled = _sample(x, record, sums, batch, filled, adc, reading, rng)
         if filled < 0:
             return sample
@@ -142,6 +158,7 @@ def euler_maruyama_factored_run(J, H, damping, b, x, h, noise_scale, n_samples,
             for i in range(n):
                 x[i] += (h * (b[i] - drift[i] - damping[i] * x[i])
                          + noise_scale * rng.standard_normal())
+            _track(x, adc)
         filled = _sample(x, record, sums, batch, filled, adc, reading, rng)
         if filled < 0:
             return sample
@@ -159,7 +176,8 @@ def exact_modal_run(decay, drive, noise_sd, y, basis, n_samples, rng,
     noise_sd = sqrt(kappa0 (1 - exp(-2 lam d)) / lam), all (N,): O(N) work per step.
     With an ideal ADC the samples of y are recorded as they are (the caller maps the sums back
     to x); otherwise each sample is mapped to x = V y (``basis`` = V, (N, N)) and read by the
-    ADC, O(N^2). Sums and return value as in :func:`euler_maruyama_run`.
+    ADC, O(N^2). Sums and return value as in :func:`euler_maruyama_run`; the readout's filter
+    gain must be 0 (a filtered readout runs as a linear circuit, device/circuits.py).
     """
     n = y.size
     converting = adc[1][ADC_ACTIVE] != 0.0
@@ -199,9 +217,10 @@ def matrix_check(A):
     return finite, largest, asymmetry
 
 
-def ideal_adc(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ADC parameters of an ideal converter for N cells (the kernels' ``adc`` argument)."""
-    return np.zeros(n), np.zeros(4), np.zeros(1, dtype=np.int64)
+def ideal_adc(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The readout path of an ideal converter without filter for N cells (the kernels' ``adc``
+    argument: offsets, parameters, clip counter, filter output)."""
+    return np.zeros(n), np.zeros(ADC_PARAMETERS), np.zeros(1, dtype=np.int64), np.zeros(n)
 
 
 def warm_up() -> None:

@@ -27,7 +27,8 @@ def linear_sde_run(phi, drive, noise_factor, z, n_samples, rng, record, second_m
     phi (d, d); drive (d,) = psi u; noise_factor F (d, r), eta ~ N(0, I_r) (r = 0: no noise).
     After each step the ADC samples the first ``n_observed`` coordinates (the positions or
     voltages) as :func:`device.kernels.euler_maruyama_run` does: sums = (sum_x (n_observed,),
-    sum_xx (n_observed, n_observed) or (0, 0)), adc as there. Returns the number of samples
+    sum_xx (n_observed, n_observed) or (0, 0)), adc as there with filter gain 0 (an anti-alias
+    filter is part of z here: device.circuits.with_readout_filter). Returns the number of samples
     taken: fewer than ``n_samples`` if z stopped being finite (the sums are then incomplete and
     the caller discards them).
     """

@@ -10,6 +10,7 @@ nothing.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from device import kernels, kernels_linear
 from device.config import DeviceConfig
 from device.coupling import CircuitTransition, Coupling, DenseCoupling, FactoredCoupling
 from device.mismatch import Array, deviations
+from device.settling import Settling, settling_samples
 from device.transition import ExactTransition
 from protocol import ErrorCode, ProtocolError
 from timing import Phase, SimClock
@@ -55,7 +57,8 @@ class _Averager:
             self.second_moment_samples += run.second_moment_samples
 
 
-AdcState = tuple[np.ndarray, np.ndarray, np.ndarray]  # the kernels' ``adc`` argument
+# The kernels' ``adc`` argument: readout offsets, parameters, clip counter, filter output.
+AdcState = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 class EmulatedSPU:
@@ -78,6 +81,9 @@ class EmulatedSPU:
         self._b = np.zeros(0)
         self._x = np.zeros(0)
         self._hidden = np.zeros(0)  # second-order cells: momenta or inductor currents
+        self._coupling_settling: Settling[Coupling] | None = None  # programmed changes in flight
+        self._bias_settling: Settling[np.ndarray] | None = None
+        self._settling_checked = False  # the settling path's Euler-Maruyama checks passed
         self._integrator = self.config.integrator
         self._ready = False  # the programmed coupling passed the integrator's checks
         self._transition: ExactTransition | CircuitTransition | None = None
@@ -118,8 +124,11 @@ class EmulatedSPU:
                                 "inductors short DC, so the voltages average 0 whatever the "
                                 "bias (they sample and invert, they do not solve A x = b)")
         realised, clipped = self.config.bias_dac.apply(b)
+        seen = self._bias_seen(self.clock.now_ns)
         self._b = realised + self._offsets(Array.BIAS_OFFSET, self.config.bias_offset)
-        return self._uploaded(b.size, clipped)
+        reply = self._uploaded(b.size, clipped)
+        self._bias_settling = self._settling(seen)
+        return reply
 
     def set_state(self, x: np.ndarray) -> Result:
         """Set the cell state x (N,), e.g. to warm-start a run (through the bias DAC)."""
@@ -149,43 +158,57 @@ class EmulatedSPU:
             self._averager = _Averager.empty(self.n)
         clipped = self._adc[2]  # the ADC's clip counter, reported per run
         clipped[0] = 0
-        stepper = self._stepper()
-        sums = _Averager.empty(self.n, second_moments)  # this run's, in the stepper's coordinates
         total = duration_ns // interval
+        done = 0
+        for stepper, count in self._segments(self.clock.now_ns, total):
+            sums = _Averager.empty(self.n, second_moments)  # in the stepper's coordinates
+            taken, failure = self._advance(stepper, count, done, record, second_moments, sums,
+                                           cancel)
+            done += taken
+            if failure is not None and failure.code == ErrorCode.DIVERGED:
+                self._x, self._hidden = np.zeros(self.n), np.zeros(self.n)
+                self._adc[3][:] = 0.0
+                self._averager = _Averager.empty(self.n)
+                raise failure
+            self._x, self._hidden = stepper.state_x(), stepper.hidden(self._hidden)
+            stepper.store_filter(self._adc[3])
+            self._averager.absorb(sums, stepper.basis)
+            if failure is not None:
+                raise failure
+        return {"samples": total if record else 0, "adc_clipped": int(clipped[0]),
+                "timing": _wire(self.timing.evolve(duration_ns))}, {}
+
+    def _advance(self, stepper: _Stepper, count: int, before: int, record: bool,
+                 second_moments: bool, sums: _Averager,
+                 cancel: threading.Event | None) -> tuple[int, ProtocolError | None]:
+        """Run ``stepper`` for ``count`` samples in chunks, moving the clock with each chunk
+        (so status shows a long run's progress) and stopping early on ``cancel`` or
+        divergence. ``before``: samples of this run already taken. Returns (samples taken, the
+        error that stopped it or None)."""
+        interval = self.config.sample_interval_ns
         chunk = max(kernels.SECOND_MOMENT_BATCH if second_moments else 1,
                     _CHUNK_WORK // self._work_per_sample(second_moments))
-        done, failure = 0, None
-        while done < total and failure is None:
+        done = 0
+        while done < count:
             if cancel is not None and cancel.is_set():
-                failure = ProtocolError(ErrorCode.SHUTTING_DOWN,
-                                        f"run stopped after {done * interval} of {duration_ns} "
-                                        "ns because the daemon is shutting down",
-                                        completed_ns=done * interval)
-                break
-            count = min(chunk, total - done)
-            taken = stepper.advance(count, record, second_moments, sums)
-            # The clock moves with each chunk, so status shows a long run's progress.
-            self.clock.advance(self.timing.evolve(min(taken + 1, count) * interval))
+                return done, ProtocolError(ErrorCode.SHUTTING_DOWN,
+                                           f"run stopped after {(before + done) * interval} ns "
+                                           "because the daemon is shutting down",
+                                           completed_ns=(before + done) * interval)
+            size = min(chunk, count - done)
+            taken = stepper.advance(size, record, second_moments, sums)
+            self.clock.advance(self.timing.evolve(min(taken + 1, size) * interval))
             done += taken
             if record:
                 sums.samples += taken
                 sums.second_moment_samples += taken if second_moments else 0
-            if taken < count:
-                failure = ProtocolError(ErrorCode.DIVERGED,
-                                        f"the cell state left the finite range "
-                                        f"{(done + 1) * interval} ns into the run; the state and "
-                                        "the recorded samples were cleared",
-                                        completed_ns=(done + 1) * interval)
-        if failure is not None and failure.code == ErrorCode.DIVERGED:
-            self._x, self._hidden = np.zeros(self.n), np.zeros(self.n)
-            self._averager = _Averager.empty(self.n)
-        else:
-            self._x, self._hidden = stepper.state_x(), stepper.hidden(self._hidden)
-            self._averager.absorb(sums, stepper.basis)
-        if failure is not None:
-            raise failure
-        return {"samples": total if record else 0, "adc_clipped": int(clipped[0]),
-                "timing": _wire(self.timing.evolve(duration_ns))}, {}
+            if taken < size:
+                failed_ns = (before + done + 1) * interval
+                return done, ProtocolError(ErrorCode.DIVERGED,
+                                           f"the cell state left the finite range {failed_ns} "
+                                           "ns into the run; the state and the recorded samples "
+                                           "were cleared", completed_ns=failed_ns)
+        return done, None
 
     def read(self, second_moments: bool = False, clear: bool = True) -> Result:
         """Time averages of the recorded samples: mean (N,), and second moment (N, N) E[x x^T]."""
@@ -239,20 +262,29 @@ class EmulatedSPU:
         return self._coupling
 
     def _install(self, coupling: Coupling, reset_state: bool, integrator: str) -> Result:
-        """Make ``coupling`` the chip's; a new size resets state, bias and averager."""
+        """Make ``coupling`` the chip's; a new size resets state, bias and averager.
+
+        With a finite programming bandwidth the change settles from what the cells saw (from
+        zero when the new coupling occupies other elements: another size or kind)."""
         n = coupling.n
         resized = n != self.n
+        seen = (self._coupling_seen(self.clock.now_ns) if coupling.same_array(self._coupling)
+                else None)
         self._coupling, self._integrator = coupling, integrator
         self._ready, self._transition = False, None
         if resized:
             self._averager = _Averager.empty(n)
             self._adc = (self._offsets(Array.READOUT_OFFSET, self.config.readout_offset, n),
-                         self._adc_parameters(), np.zeros(1, dtype=np.int64))
+                         self._adc_parameters(), np.zeros(1, dtype=np.int64), np.zeros(n))
             self._b = self._offsets(Array.BIAS_OFFSET, self.config.bias_offset, n)
+            self._bias_settling = None
         if resized or reset_state:
             self._x, self._hidden = np.zeros(n), np.zeros(n)
+            self._adc[3][:] = 0.0  # the filter output follows the cleared state
         timing = self.timing.upload(coupling.elements, cells=n)
         self.clock.advance(timing)
+        self._coupling_settling = self._settling(seen)
+        self._settling_checked = False
         return {"n": n, "elements": coupling.elements, "integrator": integrator,
                 "state_reset": resized or reset_state, "bias_reset": resized,
                 "dac_clipped": coupling.dac_clipped, "timing": _wire(timing)}, {}
@@ -263,13 +295,82 @@ class EmulatedSPU:
         return sigma * deviations(self.config.serial, array, (n,)) if sigma else np.zeros(n)
 
     def _adc_parameters(self) -> np.ndarray:
+        """The readout parameters for the time-stepping kernels, whose anti-alias filter
+        advances once per Euler-Maruyama step (the exact integrators carry the filter in their
+        state and get a copy with gain 0, see :meth:`_exact_readout`)."""
         config = self.config
-        params = np.zeros(4)
+        params = np.zeros(kernels.ADC_PARAMETERS)
         params[kernels.ADC_ACTIVE] = 0.0 if config.ideal_readout else 1.0
         params[kernels.ADC_NOISE_SD] = config.readout_noise
         params[kernels.ADC_STEP] = config.adc.step
         params[kernels.ADC_MAX_CODE] = 2 ** (config.adc.bits - 1) - 1
+        if config.readout_tau_ns:
+            params[kernels.FILTER_GAIN] = -np.expm1(-config.em_step_ns / config.readout_tau_ns)
         return params
+
+    def _exact_readout(self) -> AdcState:
+        """The readout path for the exact integrators: same arrays, filter gain 0."""
+        offsets, params, clipped, filtered = self._adc
+        params = params.copy()
+        params[kernels.FILTER_GAIN] = 0.0
+        return offsets, params, clipped, filtered
+
+    # --- finite programming bandwidth (device/settling.py) ---------------------------------
+
+    def _settling(self, previous: Any) -> Settling | None:
+        """A change programmed now from ``previous`` (what the cells saw; None: zero), or None
+        when the programming path is instantaneous."""
+        tau = self.config.program_tau_ns
+        return Settling(previous, self.clock.now_ns, tau) if tau else None
+
+    def _coupling_seen(self, t_ns: int, interval_ns: int = 0) -> Coupling:
+        """The coupling the cells see at ``t_ns`` (its average over ``interval_ns`` from
+        there)."""
+        coupling, settling = self._programmed(), self._coupling_settling
+        if settling is None:
+            return coupling
+        return coupling.seen(settling.previous, settling.residual(t_ns, interval_ns))
+
+    def _bias_seen(self, t_ns: int, interval_ns: int = 0) -> np.ndarray:
+        """The bias the cells see at ``t_ns`` (its average over ``interval_ns`` from there)."""
+        settling = self._bias_settling
+        if settling is None:
+            return self._b
+        previous = 0.0 if settling.previous is None else settling.previous
+        return self._b + settling.residual(t_ns, interval_ns) * (previous - self._b)
+
+    def _segments(self, start_ns: int, total: int) -> Iterator[tuple[_Stepper, int]]:
+        """(stepper, samples) covering a run of ``total`` samples from device time
+        ``start_ns``: one Euler-Maruyama stepper per sample interval while a programmed change
+        settles, its coefficients frozen at their interval average, then the programmed
+        integrator for the rest. Lazy: each stepper starts from the state the previous left."""
+        config, interval = self.config, self.config.sample_interval_ns
+        pending = [s for s in (self._coupling_settling, self._bias_settling) if s is not None]
+        settling = settling_samples(pending, start_ns, interval, total,
+                                    2.0 ** -(self.timing.dac.bits + 1))
+        if settling:
+            self._check_settling_path()
+        for k in range(settling):
+            t = start_ns + k * interval
+            yield _EulerStepper(self._coupling_seen(t, interval), self._bias_seen(t, interval),
+                                self._x, self._rng, config.em_step_ns / config.tau_ns,
+                                config.kappa0, interval // config.em_step_ns, self._adc), 1
+        if settling < total:
+            self._coupling_settling = self._bias_settling = None  # settled
+            yield self._stepper(), total - settling
+
+    def _check_settling_path(self) -> None:
+        """Refuse a settling run Euler-Maruyama cannot step: the new coupling and the one it
+        settles from must both be stable at em_step_ns (a dense blend then is too: its
+        spectrum lies between theirs). Once per programmed change."""
+        if self._settling_checked:
+            return
+        settling = self._coupling_settling
+        if self._integrator != "euler_maruyama":  # else the run's own check covered it
+            self._programmed().check("euler_maruyama", self.config)
+        if settling is not None and settling.previous is not None:
+            settling.previous.check("euler_maruyama", self.config)
+        self._settling_checked = True
 
     def _checked_vector(self, v: np.ndarray, what: str) -> np.ndarray:
         """``v`` checked against the programmed size and for finiteness (not yet converted)."""
@@ -297,7 +398,7 @@ class EmulatedSPU:
         """Rough kernel work of one sample interval (multiply-adds), to size a run's chunks."""
         n = self.n
         if isinstance(self._transition, CircuitTransition):
-            work = 4 * n * n
+            work = self._transition.step.phi.size
         elif self._transition is not None:
             work = 16 * n
         else:
@@ -311,11 +412,11 @@ class EmulatedSPU:
             self._transition = self._programmed().check(self._integrator, self.config)
             self._ready = True
 
-    def _stepper(self) -> _ModalStepper | _EulerStepper | _CircuitStepper:
+    def _stepper(self) -> _Stepper:
         """The programmed integrator, set up from the current state and bias for one run."""
         if isinstance(self._transition, CircuitTransition):
-            return _CircuitStepper(self._transition, self._x, self._hidden, self._b, self._rng,
-                                   self._adc)
+            return _CircuitStepper(self._transition, self._x, self._hidden, self._adc[3],
+                                   self._b, self._rng, self._exact_readout())
         if self._transition is not None:
             return _ModalStepper(self._transition, self._x, self._b, self._rng, self._adc)
         config = self.config
@@ -351,6 +452,9 @@ class _ModalStepper:
     def hidden(self, previous: np.ndarray) -> np.ndarray:
         return previous
 
+    def store_filter(self, filtered: np.ndarray) -> None:
+        """Nothing to store: the exact modal integrator runs without a filter."""
+
 
 class _EulerStepper:
     """Euler-Maruyama on x itself, with step h (tau units) and steps_per_sample per sample."""
@@ -375,17 +479,25 @@ class _EulerStepper:
     def hidden(self, previous: np.ndarray) -> np.ndarray:
         return previous
 
+    def store_filter(self, filtered: np.ndarray) -> None:
+        """Nothing to store: the kernel advanced the filter output in place."""
+
 
 class _CircuitStepper:
-    """Second-order cells: the exact step of z = (x, hidden), d = 2N, O(d^2) a sample; the ADC
-    reads x (positions or voltages)."""
+    """The cells as a linear circuit (second-order cells, or cells whose anti-alias filter is
+    part of the state): the exact step of z = (f, x, hidden), each part present or not as
+    :class:`device.coupling.CircuitTransition` says, O(d^2) a sample; the ADC reads z[:N]."""
 
     basis = None
 
     def __init__(self, ct: CircuitTransition, x: np.ndarray, hidden: np.ndarray,
-                 b: np.ndarray, rng: np.random.Generator, adc: AdcState) -> None:
+                 filtered: np.ndarray, b: np.ndarray, rng: np.random.Generator,
+                 adc: AdcState) -> None:
         self._step, self._rng, self._adc, self._n = ct.step, rng, adc, x.size
-        self._z = np.concatenate([x, hidden])
+        self._filtered, self._second_order = ct.filtered, ct.second_order
+        parts = [filtered] * ct.filtered + [x] + [hidden] * ct.second_order
+        self._z = np.concatenate(parts)
+        self._x_at = x.size if ct.filtered else 0
         self._drive = ct.step.drive(ct.circuit.input_vector(b))
 
     def advance(self, count: int, record: bool, second_moments: bool, sums: _Averager) -> int:
@@ -395,10 +507,17 @@ class _CircuitStepper:
             second_moments, self._n, (sums.sum_x, sums.sum_xx), self._adc))
 
     def state_x(self) -> np.ndarray:
-        return self._z[:self._n].copy()
+        return self._z[self._x_at:self._x_at + self._n].copy()
 
     def hidden(self, previous: np.ndarray) -> np.ndarray:
-        return self._z[self._n:].copy()
+        return self._z[self._x_at + self._n:].copy() if self._second_order else previous
+
+    def store_filter(self, filtered: np.ndarray) -> None:
+        if self._filtered:
+            filtered[:] = self._z[:self._n]
+
+
+_Stepper = _ModalStepper | _EulerStepper | _CircuitStepper
 
 
 def _wire(timing: dict[Phase, int]) -> dict[str, int]:

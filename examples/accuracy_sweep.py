@@ -1,5 +1,5 @@
 """How many bits are enough? Solve and inverse error of the emulated SPU versus DAC bits, ADC
-bits, component mismatch and run time, for one fixed problem.
+bits, component mismatch, the anti-alias filter's bandwidth and run time, for one fixed problem.
 
 Each setting runs on its own daemon (``Device.spawn``), exactly as a user would configure one;
 everything else stays ideal. Writes a Markdown table and a PNG plot:
@@ -30,6 +30,7 @@ INVERSE_TIME_FACTOR = 5  # the inverse's sampling time, in solve times
 BITS = (4, 6, 8, 10, 12, 16)
 MISMATCH = (0.0, 1e-3, 1e-2, 5e-2)
 RUN_TIMES = (100.0, 300.0, 1000.0, 3000.0, 10_000.0)
+FILTER_TAUS = (0.001, 0.01, 0.1, 1.0)  # anti-alias filter time constant, in tau
 
 
 def problem() -> tuple[np.ndarray, np.ndarray]:
@@ -79,6 +80,10 @@ def sweep(quick: bool) -> list[Point]:
     for sigma in MISMATCH[1:]:
         points.append(measure("mismatch", f"{sigma:g}", T_SOLVE, mismatch=sigma, serial=1))
         print(f"  mismatch {sigma:g} done", file=sys.stderr)
+    for tau in FILTER_TAUS[::2] if quick else FILTER_TAUS:
+        points.append(measure("readout filter (tau)", f"{tau:g}", T_SOLVE,
+                              readout_tau_ns=tau * 1000.0))
+        print(f"  readout filter {tau:g} tau done", file=sys.stderr)
     for t in RUN_TIMES[::2] if quick else RUN_TIMES:
         points.append(measure("run time (tau)", f"{t:g}", t))
         print(f"  run time {t:g} done", file=sys.stderr)
@@ -112,8 +117,8 @@ def plot(points: list[Point], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     ideal = points[0]
-    knobs = ["DAC bits", "ADC bits", "mismatch", "run time (tau)"]
-    figure, axes = plt.subplots(1, 4, figsize=(14, 3.6), dpi=110)
+    knobs = ["DAC bits", "ADC bits", "mismatch", "readout filter (tau)", "run time (tau)"]
+    figure, axes = plt.subplots(1, len(knobs), figsize=(17, 3.6), dpi=110)
     for axis, knob in zip(axes, knobs, strict=True):
         chosen = [p for p in points if p.knob == knob]
         xs = [float(p.setting) for p in chosen]
@@ -124,7 +129,7 @@ def plot(points: list[Point], path: Path) -> None:
         if knob != "run time (tau)":
             axis.axhline(ideal.inverse_error, color="C1", alpha=0.3, lw=4)
             axis.axhline(ideal.solve_error, color="C0", alpha=0.3, lw=4)
-        if knob in ("mismatch", "run time (tau)"):
+        if knob in ("mismatch", "readout filter (tau)", "run time (tau)"):
             axis.set_xscale("log")
         axis.set_xlabel(knob)
         axis.grid(True, which="both", alpha=0.3)
