@@ -24,7 +24,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 from _common import Row, Work, base_parser, interleaved_rates, median, print_table, quietest
 from device import kernels
 from device.config import DeviceConfig
-from device.transition import exact_transition
+from device.transition import exact_transition, factored_transition
 
 SIZES = (64, 256, 1024)
 THREADS = (1, 2)
@@ -91,7 +91,7 @@ def _blas_threads() -> list[int]:
 
 def measure(reps: int = 5, min_seconds: float = 0.2, sizes=SIZES, threads=THREADS,
             retries: int = 1) -> list[Row]:
-    """Both dense integrators at ``sizes``, then the factored one at the paper's size."""
+    """Both dense integrators at ``sizes``, then both factored ones at the paper's size."""
     return (measure_dense(reps, min_seconds, sizes, threads, retries)
             + measure_factored(reps=reps, min_seconds=min_seconds, threads=threads,
                                retries=retries))
@@ -122,7 +122,8 @@ def measure_dense(reps: int = 5, min_seconds: float = 0.2, sizes=SIZES, threads=
 def measure_factored(n: int = FACTORED_N, m: int = FACTORED_M, reps: int = 5,
                      min_seconds: float = 0.2, threads=THREADS, retries: int = 1) -> list[Row]:
     """The factored Euler-Maruyama kernel ((J^T H J + lambda I) x - b, never forming the N x N
-    matrix) against numpy doing the same three matvecs (J x, H (J x), J^T (...)) per step."""
+    matrix) against numpy doing the same three matvecs (J x, H (J x), J^T (...)) per step; and
+    the exact factored kernel against numpy's two passes over U ([x xi]^T U, U c) per step."""
     rng = np.random.default_rng(1)
     J = rng.standard_normal((m, n)) / np.sqrt(n)
     H = np.eye(m) / m
@@ -142,17 +143,35 @@ def measure_factored(n: int = FACTORED_N, m: int = FACTORED_M, reps: int = 5,
             dot(H, jx, out=hjx)
             dot(J.T, hjx, out=out)
 
+    step = factored_transition(J, H, 1.0, 0.01, 0.1)
+    U, x_exact, drive = step.basis, np.zeros(n), step.drive(b)
+    pair, projected, coefficients = np.zeros((2, n)), np.empty((2, m)), np.zeros(m)
+
+    def exact(count: int) -> None:
+        _completed(kernels.exact_factored_run(U, step.alpha, step.beta, step.decay_perp,
+                                              step.noise_perp, drive, x_exact, count, rng, True,
+                                              False, sums, adc), count)
+
+    def projections(count: int) -> None:
+        dot = np.dot
+        for _ in range(count):
+            dot(pair, U, out=projected)
+            dot(U, coefficients, out=out)
+
     rows = []
     for count in threads:
         with threadpool_limits(limits=count, user_api="blas"):
             rates, load = quietest(
-                lambda: interleaved_rates({"factored": factored, "matvecs": matvecs},
+                lambda: interleaved_rates({"factored": factored, "matvecs": matvecs,
+                                           "exact": exact, "projections": projections},
                                           reps=reps, min_seconds=min_seconds),
                 retries=retries, what=f"factored N={n} m={m} blas={count}")
-            rows.append(Row("kernel", f"factored N={n} m={m} blas={count}",
-                            median(rates["factored"]) * n, median(rates["matvecs"]) * n,
-                            "cell-steps/s", target=TARGET, foreign_cores=load.cores,
-                            steal_cores=load.steal))
+            for name, kernel, reference in (("factored", "factored", "matvecs"),
+                                            ("factored exact", "exact", "projections")):
+                rows.append(Row("kernel", f"{name} N={n} m={m} blas={count}",
+                                median(rates[kernel]) * n, median(rates[reference]) * n,
+                                "cell-steps/s", target=TARGET, foreign_cores=load.cores,
+                                steal_cores=load.steal))
     return rows
 
 

@@ -44,10 +44,12 @@ DEVICE_OPTIONS: tuple[tuple[str, type, str, str], ...] = (
     ("--bias-offset", float, "V", "std of the fixed per-cell bias offsets (0)"),
     ("--readout-offset", float, "V", "std of the fixed per-cell readout offsets (0)"),
     ("--serial", int, "S", "chip serial number: fixes mismatch and offsets (0)"),
-    ("--program-tau-ns", float, "NS", "finite bandwidth: time constant of the first-order "
-     "settling of every programmed element, seen by the running cells (0: instantaneous)"),
-    ("--readout-tau-ns", float, "NS", "anti-alias filter before the ADC: first-order "
-     "low-pass time constant, -3 dB at 1/(2 pi tau) (0: none)"),
+    ("--program-tau-ns", float, "NS", ("finite bandwidth: time constant of the first-order "
+                                       "settling of every programmed element, seen by the "
+                                       "running cells (0: instantaneous)")),
+    ("--readout-tau-ns", float, "NS", ("anti-alias filter before the ADC: first-order "
+                                       "low-pass time constant, -3 dB at 1/(2 pi tau) (0: "
+                                       "none)")),
     ("--mass", float, "M", "underdamped cells: mass, tau units (1)"),
     ("--friction", float, "GAMMA", "underdamped cells: friction, tau units (1)"),
     ("--inductance", float, "HENRY", "rlc cells: inductance L (1 uH)"),

@@ -26,9 +26,11 @@ from device.linear_sde import LinearTransition, transition
 from device.mismatch import Array, deviations, symmetric_deviations
 from device.transition import (
     ExactTransition,
+    FactoredTransition,
     check_euler_step,
     check_positive_definite,
     exact_transition,
+    factored_transition,
 )
 from protocol import ErrorCode, ProtocolError
 
@@ -168,15 +170,30 @@ class FactoredCoupling:
         """True when ``other`` occupies the same programmable elements (kind and shapes)."""
         return (isinstance(other, FactoredCoupling) and other.J.shape == self.J.shape)
 
-    def check(self, integrator: str, config: DeviceConfig) -> None:
-        """Bound the spectrum of J^T H J + diag(lambda) from m x m matrices, and refuse what
-        would not settle or what Euler-Maruyama cannot step.
+    def exact_unavailable(self, config: DeviceConfig) -> str | None:
+        """Why the exact factored integrator cannot run this coupling on this device, or None."""
+        if np.any(self.damping != self.damping[0]):
+            return ("the exact integrator needs the same damping on every cell, and this chip's "
+                    f"mismatch ({config.mismatch:g}) makes it differ: use euler_maruyama")
+        if config.readout_tau_ns:
+            return ("the exact factored integrator does not carry the anti-alias filter "
+                    f"(readout_tau_ns = {config.readout_tau_ns:g}): use euler_maruyama")
+        return None
+
+    def check(self, integrator: str, config: DeviceConfig) -> FactoredTransition | None:
+        """For "exact", the exact step (:func:`device.transition.factored_transition`, which
+        checks positive definiteness from the exact spectrum). For Euler-Maruyama, bound the
+        spectrum of J^T H J + diag(lambda) from m x m matrices, and refuse what would not
+        settle or what it cannot step.
 
         The nonzero eigenvalues of J^T H J are those of K^(1/2) H K^(1/2), K = J J^T (m x m), so
         min(lambda) + min(0, mu_min) <= spectrum <= max(lambda) + max(0, mu_max), exactly when
         lambda is uniform. H need not be positive semi-definite: a rounded or mismatched
         Hessian that is slightly indefinite is fine as long as the damping dominates.
         """
+        if integrator == "exact":
+            return factored_transition(self.J, self.H, float(self.damping[0]), config.kappa0,
+                                       config.sample_interval_ns / config.tau_ns)
         k_eigenvalues, k_vectors = np.linalg.eigh(self.J @ self.J.T)
         root = (k_vectors * np.sqrt(np.clip(k_eigenvalues, 0, None))) @ k_vectors.T
         mu = np.linalg.eigvalsh(root @ self.H @ root)
@@ -191,7 +208,8 @@ class FactoredCoupling:
                 "settle. Nothing was run.", smallest_eigenvalue=lowest,
                 smallest_damping=float(self.damping.min()))
         check_euler_step(np.array([lowest, highest]), config.em_step_ns / config.tau_ns,
-                         config.em_step_ns, exact_available=False)
+                         config.em_step_ns, exact_available=self.exact_unavailable(config) is None)
+        return None
 
     def euler(self, b, x, h, noise_scale, count, steps, rng, record, second, sums, adc) -> int:
         return int(kernels.euler_maruyama_factored_run(

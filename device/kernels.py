@@ -199,6 +199,39 @@ def exact_modal_run(decay, drive, noise_sd, y, basis, n_samples, rng,
 
 
 @njit(cache=True, nogil=True)
+def exact_factored_run(U, alpha, beta, decay_perp, noise_perp, drive, x, n_samples, rng,
+                       record, second_moments, sums, adc):
+    """Exact OU transition over one sample interval for A = J^T H J + lam I, kept factored
+    (device.transition.FactoredTransition): with xi ~ N(0, I_N),
+
+        x <- decay_perp x + noise_perp xi + drive + U (alpha * U^T x + beta * U^T xi)
+
+    U (N, r) orthonormal columns; alpha, beta (r,); drive, x (N,). Two passes over U a sample,
+    O(rN). Sums, adc (filter gain 0) and return value as in :func:`euler_maruyama_run`.
+    """
+    n, r = U.shape
+    pair, projected = np.empty((2, n)), np.empty((2, r))  # rows: x and xi; U^T x and U^T xi
+    coefficients, back, reading = np.empty(r), np.empty(n), np.empty(n)
+    batch = _second_moment_buffer(second_moments, n)
+    filled = 0
+    for sample in range(n_samples):
+        for i in range(n):
+            pair[0, i] = x[i]
+            pair[1, i] = rng.standard_normal()
+        np.dot(pair, U, projected)  # one pass over U for both projections
+        for k in range(r):
+            coefficients[k] = alpha[k] * projected[0, k] + beta[k] * projected[1, k]
+        np.dot(U, coefficients, back)
+        for i in range(n):
+            x[i] = decay_perp * x[i] + noise_perp * pair[1, i] + drive[i] + back[i]
+        filled = _sample(x, record, sums, batch, filled, adc, reading, rng)
+        if filled < 0:
+            return sample
+    _flush(batch, filled, sums[1])
+    return n_samples
+
+
+@njit(cache=True, nogil=True)
 def matrix_check(A):
     """One cache-friendly pass over a square A: (all finite, max |A_ij|, max |A_ij - A_ji|)."""
     n = A.shape[0]
@@ -234,6 +267,7 @@ def warm_up() -> None:
     euler_maruyama_run(A, vec, x, 0.1, 0.1, 1, 1, rng, True, True, sums, adc)
     euler_maruyama_factored_run(A, A, vec, vec, x, 0.1, 0.1, 1, 1, rng, True, True, sums, adc)
     exact_modal_run(vec, vec, vec, x, A, 1, rng, True, True, sums, adc)
+    exact_factored_run(A, vec, vec, 0.5, 0.1, vec, x, 1, rng, True, True, sums, adc)
     from device import kernels_linear  # it builds on this module's sampling helpers
 
     kernels_linear.warm_up()
@@ -253,4 +287,5 @@ def seconds_per_cell_step(n: int = 128, steps: int = 200) -> float:
     return (time.perf_counter() - started) / (steps * n * n)
 
 
-KERNELS = (euler_maruyama_run, euler_maruyama_factored_run, exact_modal_run, matrix_check)
+KERNELS = (euler_maruyama_run, euler_maruyama_factored_run, exact_modal_run, exact_factored_run,
+           matrix_check)

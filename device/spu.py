@@ -21,7 +21,7 @@ from device.config import DeviceConfig
 from device.coupling import CircuitTransition, Coupling, DenseCoupling, FactoredCoupling
 from device.mismatch import Array, deviations
 from device.settling import Settling, settling_samples
-from device.transition import ExactTransition
+from device.transition import ExactTransition, FactoredTransition
 from protocol import ErrorCode, ProtocolError
 from timing import Phase, SimClock
 
@@ -86,7 +86,7 @@ class EmulatedSPU:
         self._settling_checked = False  # the settling path's Euler-Maruyama checks passed
         self._integrator = self.config.integrator
         self._ready = False  # the programmed coupling passed the integrator's checks
-        self._transition: ExactTransition | CircuitTransition | None = None
+        self._transition: ExactTransition | FactoredTransition | CircuitTransition | None = None
         self._averager = _Averager.empty(0)
         self._adc: AdcState = kernels.ideal_adc(0)
 
@@ -106,15 +106,16 @@ class EmulatedSPU:
 
     def program_factored(self, J: np.ndarray, H: np.ndarray, damping: float,
                          reset_state: bool = False, integrator: str | None = None) -> Result:
-        """Program the coupling J^T H J + damping I from J (m, N) and H (m, m); Euler-Maruyama
-        only (the exact integrator needs the dense matrix)."""
-        if integrator == "exact" or self.config.dynamics != "overdamped":
-            raise ProtocolError(ErrorCode.BAD_ARGUMENT, "factored programming runs "
-                                "Euler-Maruyama on overdamped cells only (the exact integrator "
-                                "and second-order cells need the dense matrix)",
-                                integrator=integrator, dynamics=self.config.dynamics)
-        return self._install(FactoredCoupling.program(J, H, damping, self.config), reset_state,
-                             "euler_maruyama")
+        """Program the coupling J^T H J + damping I from J (m, N) and H (m, m). Runs use
+        Euler-Maruyama unless ``integrator`` is "exact" (uniform damping, no readout filter)."""
+        if self.config.dynamics != "overdamped":
+            raise ProtocolError(ErrorCode.BAD_ARGUMENT, "factored programming runs on "
+                                "overdamped cells only (second-order cells need the dense "
+                                "matrix)", dynamics=self.config.dynamics)
+        coupling = FactoredCoupling.program(J, H, damping, self.config)
+        if integrator == "exact" and (reason := coupling.exact_unavailable(self.config)):
+            raise ProtocolError(ErrorCode.BAD_ARGUMENT, reason, integrator=integrator)
+        return self._install(coupling, reset_state, integrator or "euler_maruyama")
 
     def set_bias(self, b: np.ndarray) -> Result:
         """Set the bias vector b (N,), through the bias DAC and the chip's bias offsets."""
@@ -399,10 +400,12 @@ class EmulatedSPU:
         n = self.n
         if isinstance(self._transition, CircuitTransition):
             work = self._transition.step.phi.size
+        elif isinstance(self._transition, FactoredTransition):
+            work = 2 * self._transition.basis.size
         elif self._transition is not None:
             work = 16 * n
         else:
-            work = n * n * self._steps_per_sample()
+            work = self._programmed().elements * self._steps_per_sample()
         return work + (n * n if second_moments else 0)
 
     def _prepare(self) -> None:
@@ -417,6 +420,8 @@ class EmulatedSPU:
         if isinstance(self._transition, CircuitTransition):
             return _CircuitStepper(self._transition, self._x, self._hidden, self._adc[3],
                                    self._b, self._rng, self._exact_readout())
+        if isinstance(self._transition, FactoredTransition):
+            return _FactoredStepper(self._transition, self._x, self._b, self._rng, self._adc)
         if self._transition is not None:
             return _ModalStepper(self._transition, self._x, self._b, self._rng, self._adc)
         config = self.config
@@ -454,6 +459,33 @@ class _ModalStepper:
 
     def store_filter(self, filtered: np.ndarray) -> None:
         """Nothing to store: the exact modal integrator runs without a filter."""
+
+
+class _FactoredStepper:
+    """The exact integrator of a factored coupling, on x itself (O(rN) a step)."""
+
+    basis = None
+
+    def __init__(self, transition: FactoredTransition, x: np.ndarray, b: np.ndarray,
+                 rng: np.random.Generator, adc: AdcState) -> None:
+        self._t, self._x, self._rng, self._adc = transition, x, rng, adc
+        self._drive = transition.drive(b)
+
+    def advance(self, count: int, record: bool, second_moments: bool, sums: _Averager) -> int:
+        t = self._t
+        return int(kernels.exact_factored_run(t.basis, t.alpha, t.beta, t.decay_perp,
+                                              t.noise_perp, self._drive, self._x, count,
+                                              self._rng, record, second_moments,
+                                              (sums.sum_x, sums.sum_xx), self._adc))
+
+    def state_x(self) -> np.ndarray:
+        return self._x
+
+    def hidden(self, previous: np.ndarray) -> np.ndarray:
+        return previous
+
+    def store_filter(self, filtered: np.ndarray) -> None:
+        """Nothing to store: this integrator runs without a filter."""
 
 
 class _EulerStepper:
@@ -517,7 +549,7 @@ class _CircuitStepper:
             filtered[:] = self._z[:self._n]
 
 
-_Stepper = _ModalStepper | _EulerStepper | _CircuitStepper
+_Stepper = _ModalStepper | _FactoredStepper | _EulerStepper | _CircuitStepper
 
 
 def _wire(timing: dict[Phase, int]) -> dict[str, int]:

@@ -8,7 +8,8 @@ interval d maps x to
 
 In the coordinates y = V^T x every mode evolves on its own, so the kernel applies this map at
 O(N) per step; the mean A^-1 b emerges from iterating it, nothing here solves A x = b. The same
-eigenvalues decide whether the dynamics are stable at all.
+eigenvalues decide whether the dynamics are stable at all. A factored coupling J^T H J + lam I
+gets the same exact step without an N x N matrix (:class:`FactoredTransition`).
 """
 
 from __future__ import annotations
@@ -74,3 +75,54 @@ def exact_transition(eigenvalues: np.ndarray, eigenvectors: np.ndarray, kappa0: 
         drive_gain=-np.expm1(-lam * d) / lam,
         noise_sd=np.sqrt(kappa0 * -np.expm1(-2.0 * lam * d) / lam),
     )
+
+
+@dataclass(frozen=True)
+class FactoredTransition:
+    """One exact step over an interval d (tau units) for A = J^T H J + lam I, kept factored.
+
+    With J^T = Q R (thin QR, Q (N, r), r = min(m, N)) and R H R^T = W diag(mu) W^T, A has the
+    eigenvalues nu = mu + lam on the columns of U = Q W (N, r) and lam on their orthogonal
+    complement. One step of x is then, with xi ~ N(0, I_N),
+
+        x' = e^{-lam d} x + s_perp xi + drive + U (alpha * U^T x + beta * U^T xi)
+
+    alpha = exp(-nu d) - exp(-lam d) and beta = s(nu) - s(lam), s(v) = sqrt(kappa0 (1 -
+    exp(-2 v d)) / v), both (r,): every mode gets its exact decay and noise, O(rN) a step.
+    gain (r,) and gain_perp give the drive for a bias b: gain_perp b + U ((gain - gain_perp) *
+    U^T b), gain(v) = (1 - exp(-v d)) / v.
+    """
+
+    basis: np.ndarray
+    alpha: np.ndarray
+    beta: np.ndarray
+    gain: np.ndarray
+    decay_perp: float
+    noise_perp: float
+    gain_perp: float
+
+    def drive(self, b: np.ndarray) -> np.ndarray:
+        """The per-step drive (N,) for the bias b (N,)."""
+        U = self.basis
+        return self.gain_perp * b + U @ ((self.gain - self.gain_perp) * (U.T @ b))
+
+
+def factored_transition(J: np.ndarray, H: np.ndarray, damping: float, kappa0: float,
+                        interval_tau: float) -> FactoredTransition:
+    """The exact step for J^T H J + damping I (J (m, N), H (m, m) symmetric), checked to be
+    positive definite; O(N m^2) once, never forming an N x N matrix."""
+    Q, R = np.linalg.qr(J.T)
+    mu, W = np.linalg.eigh(R @ H @ R.T)
+    nu = mu + damping
+    complement = Q.shape[1] < Q.shape[0]  # else U spans everything: the lam terms cancel
+    check_positive_definite(np.sort(np.append(nu, damping)) if complement else nu)
+    d = interval_tau
+    nu_perp = np.array([float(damping) if complement else 1.0])
+    decay, decay_perp = np.exp(-nu * d), np.exp(-nu_perp * d)
+    gain, gain_perp = -np.expm1(-nu * d) / nu, -np.expm1(-nu_perp * d) / nu_perp
+    noise = np.sqrt(kappa0 * -np.expm1(-2.0 * nu * d) / nu)
+    noise_perp = np.sqrt(kappa0 * -np.expm1(-2.0 * nu_perp * d) / nu_perp)
+    return FactoredTransition(
+        basis=np.ascontiguousarray(Q @ W), alpha=decay - decay_perp, beta=noise - noise_perp,
+        gain=gain, decay_perp=float(decay_perp[0]), noise_perp=float(noise_perp[0]),
+        gain_perp=float(gain_perp[0]))

@@ -243,16 +243,19 @@ class Device:
         self._programmed(result, rows=A.shape[0])
         return result
 
-    def program_factored(self, J: Any, H: Any, damping: float, *,
-                         reset_state: bool = False) -> dict[str, Any]:
+    def program_factored(self, J: Any, H: Any, damping: float, *, reset_state: bool = False,
+                         integrator: str | None = None) -> dict[str, Any]:
         """Program the coupling J^T H J + damping I from J (m, N) and H (m, m), the TNGD
         hardware's factored form: the N x N matrix is never formed (m (m + 2N) elements).
 
-        Runs use Euler-Maruyama; state rules as in :meth:`program`.
+        Runs use Euler-Maruyama unless ``integrator`` is "exact" (the exact transition, kept
+        factored; refused on a chip whose mismatch makes the damping differ per cell or that
+        filters its readout). State rules as in :meth:`program`.
         """
         J, H = as_float64(J, "J", 2), as_float64(H, "H", 2)
         result = self._call("program_factored", {"damping": float(damping),
-                                                 "reset_state": reset_state},
+                                                 "reset_state": reset_state,
+                                                 "integrator": integrator},
                             {"J": J, "H": H},
                             extra_timeout=(J.nbytes + H.nbytes) / _SLOW_LINK_BYTES_PER_S).result
         self._programmed(result, rows=J.shape[0])

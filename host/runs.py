@@ -43,7 +43,7 @@ DEFAULT_LR = {"sgd": 0.5, "adam": 0.01, "ngd": 0.3, "ngd-cg": 0.3, "ngd-woodbury
 class RunSpec:
     """One training run. lr None: DEFAULT_LR of the optimizer. damping: lambda of the NGD
     family; t, delay: TNGD's analog time and delay t_d (units of tau); cg_iterations: NGD-CG's
-    c; readout, warm_start: host/tngd.py's. seed: model initialisation, batch order and the
+    c; readout, warm_start, integrator: host/tngd.py's. seed: model initialisation, batch order and the
     device's noise stream. eval_every: iterations between test-set evaluations."""
 
     model: str = "mlp"
@@ -58,6 +58,7 @@ class RunSpec:
     cg_iterations: int = 10
     readout: str = "final"
     warm_start: bool = True
+    integrator: str = "euler_maruyama"
     hidden: int = 32
     seed: int = 0
     eval_every: int = 10
@@ -102,7 +103,7 @@ def build_optimizer(spec: RunSpec, device: Device | None = None) -> Optimizer:
         update = Adam(lr, 0.0, 0.0) if name == "tngd-adam" else None
         return tngd(device, update, lr=lr, momentum=spec.momentum, damping=spec.damping,
                     t=spec.t, delay=spec.delay, warm_start=spec.warm_start,
-                    readout=spec.readout, seed=spec.seed)
+                    readout=spec.readout, seed=spec.seed, integrator=spec.integrator)
     builders = {
         "sgd": lambda: sgd(lr, spec.momentum),
         "adam": lambda: adam(lr),

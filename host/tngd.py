@@ -9,8 +9,8 @@ device solves (C + lambda I) x = g by letting its state relax under
 for an analog time t; the state read back is the natural-gradient estimate, which an outer
 update rule (SGD with momentum, or Adam) applies. The paper's typos are corrected as
 papers.md section 1.13 says: C = (1/b) J_f^T H_L J_f, and the device integrates with the drift
-sign above (Euler-Maruyama at the daemon's em_step, the only integrator of factored
-programming).
+sign above (Euler-Maruyama at the daemon's em_step, as the paper does, or on request the exact
+transition of the factored coupling).
 
 One step of :class:`ThermodynamicNGD` on the device, in order:
 
@@ -101,13 +101,15 @@ class ThermodynamicNGD:
     damping lambda, t (analog time per step) and delay t_d (both in units of tau) may be
     schedules of the step. curvature: "ggn" or "fisher". readout: "final" or "average".
     warm_start: keep the state between steps (False: set it to g every step). seed: restarts
-    the device's noise stream at the first run, for reproducible runs.
+    the device's noise stream at the first run, for reproducible runs. integrator: the
+    device's integrator for the factored coupling, "euler_maruyama" (default, the paper's) or
+    "exact" (no step-size bias or limit).
     """
 
     def __init__(self, device: Device, *, damping: Schedule = 0.01, t: Schedule = 50.0,
                  delay: Schedule = 0.0, warm_start: bool = True, readout: str = "final",
                  curvature: str = "ggn", pipelined: bool = False,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, integrator: str = "euler_maruyama") -> None:
         if readout not in READOUTS:
             raise ValueError(f"readout must be one of {list(READOUTS)}, got {readout!r}")
         if curvature not in CURVATURES:
@@ -115,7 +117,7 @@ class ThermodynamicNGD:
         self.device = device
         self.damping, self.t, self.delay = damping, t, delay
         self.warm_start, self.readout, self.curvature = warm_start, readout, curvature
-        self.pipelined = pipelined
+        self.pipelined, self.integrator = pipelined, integrator
         self._seed = seed
         self._started = False
         self._pending: tuple[Factors, np.ndarray] | None = None
@@ -140,7 +142,8 @@ class ThermodynamicNGD:
                                       seed=self._take_seed())["adc_clipped"]
         delay_ns = meter.take().get(Phase.ANALOG, 0)
 
-        programmed = device.program_factored(curvature.J, curvature.H, value(self.damping, step))
+        programmed = device.program_factored(curvature.J, curvature.H, value(self.damping, step),
+                                             integrator=self.integrator)
         dac_clipped = programmed["dac_clipped"] + device.set_bias(g)["dac_clipped"]
         if not (self._started and self.warm_start):
             dac_clipped += device.set_state(g)["dac_clipped"]
@@ -176,7 +179,8 @@ class ThermodynamicNGD:
 def tngd(device: Device, update: UpdateRule | None = None, *, lr: Schedule = 0.01,
          momentum: Schedule = 0.0, damping: Schedule = 0.01, t: Schedule = 50.0,
          delay: Schedule = 0.0, warm_start: bool = True, readout: str = "final",
-         curvature: str = "ggn", pipelined: bool = False, seed: int | None = None) -> Optimizer:
+         curvature: str = "ggn", pipelined: bool = False, seed: int | None = None,
+         integrator: str = "euler_maruyama") -> Optimizer:
     """TNGD with SGD(lr, momentum) on top, or with ``update`` (e.g. ``Adam(lr, 0, 0)``:
     TNGD-Adam as the paper ran it); the other arguments as in :class:`ThermodynamicNGD`."""
     rule = update if update is not None else SGD(lr, momentum)
@@ -184,4 +188,4 @@ def tngd(device: Device, update: UpdateRule | None = None, *, lr: Schedule = 0.0
     return Optimizer(name, ThermodynamicNGD(device, damping=damping, t=t, delay=delay,
                                             warm_start=warm_start, readout=readout,
                                             curvature=curvature, pipelined=pipelined,
-                                            seed=seed), rule)
+                                            seed=seed, integrator=integrator), rule)

@@ -62,6 +62,10 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
                         help="read the state at t, or average the samples of the run")
     device.add_argument("--no-warm-start", dest="warm_start", action="store_false",
                         help="reset the state to the gradient every iteration")
+    device.add_argument("--integrator", choices=("euler_maruyama", "exact"),
+                        default=defaults.integrator,
+                        help="the device's integrator: Euler-Maruyama at its em_step (the "
+                             "paper's) or the exact transition of the factored coupling")
     device.add_argument("--connect", metavar="ENDPOINT",
                         help="use a running daemon instead of starting one (--kappa0 ignored)")
     parser.add_argument("--seed", type=int, default=defaults.seed,
@@ -84,7 +88,8 @@ def main(args: argparse.Namespace) -> int:
                    batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
                    damping=args.damping, t=args.t, delay=args.delay,
                    cg_iterations=args.cg_iterations, readout=args.readout,
-                   warm_start=args.warm_start, hidden=args.hidden, seed=args.seed,
+                   warm_start=args.warm_start, integrator=args.integrator,
+                   hidden=args.hidden, seed=args.seed,
                    eval_every=args.eval_every)
     data = load_digits()
     config: dict[str, Any] = {"spec": asdict(spec), "lr": spec.learning_rate,

@@ -40,7 +40,7 @@ def cascade_step(lam: np.ndarray, a: float, t: float) -> np.ndarray:
 
 def through_modes(response: np.ndarray, target: np.ndarray) -> np.ndarray:
     """V diag(response) V^T target: a per-mode response of A applied to a vector."""
-    lam, V = np.linalg.eigh(A)
+    _, V = np.linalg.eigh(A)
     return V @ (response * (V.T @ target))
 
 

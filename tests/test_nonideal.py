@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.linalg import expm
+from scipy.stats import norm
 
 from device.config import DeviceConfig, profile_config
 from device.converters import Quantizer
@@ -166,7 +168,9 @@ def test_factored_programming_is_validated() -> None:
         return info.value.code
 
     assert code_of(spu.program_factored, J, H[:2], 1.0) == ErrorCode.BAD_SHAPE
-    assert code_of(spu.program_factored, J, H, 1.0, integrator="exact") == ErrorCode.BAD_ARGUMENT
+    for refusing in (DeviceConfig(mismatch=0.01), DeviceConfig(readout_tau_ns=10.0)):
+        assert code_of(EmulatedSPU(refusing).program_factored, J, H, 1.0,
+                       integrator="exact") == ErrorCode.BAD_ARGUMENT
     big = np.ones((4, 12))  # 4 (4 + 24) = 112 elements fit in 144; 5 (5 + 24) = 145 do not
     spu.program_factored(big, np.eye(4), 1.0)
     assert code_of(spu.program_factored, np.ones((5, 12)), np.eye(5), 1.0) == \
@@ -179,6 +183,61 @@ def test_factored_programming_is_validated() -> None:
     assert code_of(spu.run, 100) == ErrorCode.NOT_POSITIVE_DEFINITE
     spu.program_factored(J, 1000 * H, 1.0)
     assert code_of(spu.run, 100) == ErrorCode.UNSTABLE_STEP
+    spu.program_factored(J, 1000 * H, 1.0, integrator="exact")  # the exact step has no limit
+    spu.run(100)
+    spu.program_factored(J, H, 0.0, integrator="exact")  # lambda = 0 on J's null space
+    assert code_of(spu.run, 100) == ErrorCode.NOT_POSITIVE_DEFINITE
+
+
+@pytest.mark.parametrize("m,n", [(3, 12), (12, 5), (4, 8)], ids=["m<N", "m>N", "rank 2 of 4"])
+def test_exact_factored_integrator_follows_the_closed_form(m: int, n: int) -> None:
+    """Noiseless: x(t) = mu + e^{-At}(x0 - mu) for A = J^T H J + lambda I, to rounding."""
+    J, H = factors(n=n, m=m, seed=8)
+    if m == 4:
+        J[2:] = J[:2]  # repeated rows: J has rank 2
+    damping = 0.3
+    A = J.T @ H @ J + damping * np.eye(n)
+    x0, b = np.linspace(1.0, -1.0, n), np.sin(np.arange(n) + 1.0)
+    mu = np.linalg.solve(A, b)
+    spu = EmulatedSPU(DeviceConfig(kappa0=0.0))
+    assert spu.program_factored(J, H, damping, integrator="exact")[0]["integrator"] == "exact"
+    spu.set_state(x0)
+    spu.set_bias(b)
+    for t_ns in (100, 1000, 5000):
+        spu.run(t_ns - 100, record=False)
+        spu.run(100, clear=True)
+        expected = mu + expm(-A * t_ns / 1000) @ (x0 - mu)
+        np.testing.assert_allclose(spu.read()[1]["mean"], expected, rtol=0, atol=1e-12)
+        spu.set_state(x0)
+
+
+def test_exact_factored_stationary_law() -> None:
+    """Mean A^-1 b and covariance kappa0 A^-1, within the sampling error of the exact
+    transition's AR(1) modes (the dense exact integrator's law)."""
+    J, H = factors(n=16, m=4, seed=6)
+    damping, kappa0, samples = 3.0, 0.01, 100_000
+    A = J.T @ H @ J + damping * np.eye(16)
+    b = np.cos(np.arange(16.0))
+    spu = EmulatedSPU(DeviceConfig(kappa0=kappa0))
+    spu.program_factored(J, H, damping=damping, integrator="exact")
+    spu.set_bias(b)
+    spu.run(100_000, record=False, seed=2)
+    spu.run(samples * 100, second_moments=True, clear=True)
+    arrays = spu.read(second_moments=True)[1]
+    mean, second = arrays["mean"], arrays["second_moment"]
+    mu = np.linalg.solve(A, b)
+    modes = stats.exact_modes(A, kappa0, 0.1)
+    cov_of_mean = stats.covariance_of_mean(modes, samples)
+    assert stats.mahalanobis_squared(mean - mu, cov_of_mean) < stats.chi2_bound(16)
+    covariance = second - np.outer(mu, mean) - np.outer(mean, mu) + np.outer(mu, mu)
+    z = np.abs(covariance - kappa0 * np.linalg.inv(A)) / np.sqrt(
+        stats.second_moment_variance(modes, samples))
+    bound = norm.isf(1e-4 / (16 * 17))  # 136 distinct entries, two-sided
+    assert z.max() < bound
+    # Teeth: Euler-Maruyama's stationary covariance (step 0.1 tau) would be rejected.
+    biased = kappa0 * np.linalg.inv(A) @ np.linalg.inv(np.eye(16) - 0.05 * A)
+    assert (np.abs(covariance - biased) / np.sqrt(
+        stats.second_moment_variance(modes, samples))).max() > bound
 
 
 def test_profiles() -> None:

@@ -156,6 +156,21 @@ def test_finer_steps_approach_the_continuous_interpolation(exact_device: Device,
     assert errors[1] < errors[0] / 5, errors
 
 
+@pytest.mark.parametrize("t", [0.1, 1.0, 3.0])
+def test_exact_integrator_gives_the_continuous_interpolation(exact_device: Device, stream,
+                                                             t: float) -> None:
+    """With the exact factored integrator the estimate is e^{-At} g + (I - e^{-At}) A^-1 g
+    itself, to rounding, whatever the step (the limit Euler-Maruyama approaches above)."""
+    lin = small_model().linearize(stream[0])
+    A, g = damped(lin), lin.grad
+    mu, V = np.linalg.eigh(A)
+    x_star = np.linalg.solve(A, g)
+    continuous = x_star + V @ (np.exp(-mu * t) * (V.T @ (g - x_star)))
+    got = ThermodynamicNGD(exact_device, damping=DAMPING, t=t, warm_start=False,
+                           integrator="exact")(lin, 0).vector
+    np.testing.assert_allclose(got, continuous, rtol=0, atol=1e-12 * np.linalg.norm(continuous))
+
+
 def test_tngd_adam_with_zero_betas_is_sign_descent_on_the_estimate(exact_device: Device,
                                                                     stream) -> None:
     """TNGD-Adam as the paper ran it (beta1 = beta2 = 0): every update is exactly
