@@ -9,6 +9,7 @@ nothing.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -127,9 +128,9 @@ class EmulatedSPU:
         realised, clipped = self.config.bias_dac.apply(b)
         seen = self._bias_seen(self.clock.now_ns)
         self._b = realised + self._offsets(Array.BIAS_OFFSET, self.config.bias_offset)
-        reply = self._uploaded(b.size, clipped)
+        result, arrays = self._uploaded(b.size, clipped)
         self._bias_settling = self._settling(seen)
-        return reply
+        return {**result, "settle_ns": self._settle_ns()}, arrays
 
     def set_state(self, x: np.ndarray) -> Result:
         """Set the cell state x (N,), e.g. to warm-start a run (through the bias DAC)."""
@@ -288,7 +289,8 @@ class EmulatedSPU:
         self._settling_checked = False
         return {"n": n, "elements": coupling.elements, "integrator": integrator,
                 "state_reset": resized or reset_state, "bias_reset": resized,
-                "dac_clipped": coupling.dac_clipped, "timing": _wire(timing)}, {}
+                "dac_clipped": coupling.dac_clipped, "settle_ns": self._settle_ns(),
+                "timing": _wire(timing)}, {}
 
     def _offsets(self, array: Array, sigma: float, n: int | None = None) -> np.ndarray:
         """The chip's fixed per-cell offsets (zeros when ``sigma`` is 0)."""
@@ -324,6 +326,14 @@ class EmulatedSPU:
         tau = self.config.program_tau_ns
         return Settling(previous, self.clock.now_ns, tau) if tau else None
 
+    def _settled_threshold(self) -> float:
+        """A change counts as settled within half an LSB of the coupling DAC."""
+        return 2.0 ** -(self.timing.dac.bits + 1)
+
+    def _settle_ns(self) -> int:
+        """How long a change programmed now takes to settle (0: instantaneous), ns."""
+        return math.ceil(self.config.program_tau_ns * -math.log(self._settled_threshold()))
+
     def _coupling_seen(self, t_ns: int, interval_ns: int = 0) -> Coupling:
         """The coupling the cells see at ``t_ns`` (its average over ``interval_ns`` from
         there)."""
@@ -348,7 +358,7 @@ class EmulatedSPU:
         config, interval = self.config, self.config.sample_interval_ns
         pending = [s for s in (self._coupling_settling, self._bias_settling) if s is not None]
         settling = settling_samples(pending, start_ns, interval, total,
-                                    2.0 ** -(self.timing.dac.bits + 1))
+                                    self._settled_threshold())
         if settling:
             self._check_settling_path()
         for k in range(settling):
