@@ -8,8 +8,9 @@ import pytest
 from scipy.stats import norm
 
 from device.config import DeviceConfig, profile_config
-from device.coupling import circuit_transition
+from device.coupling import DenseCoupling, circuit_transition
 from device.linear_sde import stationary_covariance
+from device.mismatch import Array, deviations
 from device.spu import EmulatedSPU
 from protocol import ErrorCode, ProtocolError
 from tests import stats, stats_second_order
@@ -71,17 +72,30 @@ def test_rlc_programming_is_checked_and_names_the_entries() -> None:
         assert refused.value.code == ErrorCode.BAD_ARGUMENT
 
 
-def test_the_8_cell_board_profile_is_rlc_and_inverts() -> None:
-    config = profile_config("spu-8cell", kappa0=0.05)
+def test_the_8_cell_board_profile_is_rlc_and_inverts_its_realised_matrix() -> None:
+    """The board's readings have E[r r^T] = kappa0 A_chip^-1 + o o^T + (noise^2 + step^2/12) I:
+    A as its 12-bit DAC and mismatch realise it, the readout offsets o, the readout noise and
+    the ADC's rounding, within the sampling error. Mismatch is raised from the profile's 1 % to
+    5 % so that the test can tell A_chip from A."""
+    config = profile_config("spu-8cell", kappa0=0.05, mismatch=0.05)
     assert config.dynamics == "rlc" and config.cells == 8
     spu = EmulatedSPU(config)
     A = 1.5 * np.eye(8) - 0.15 * (np.ones((8, 8)) - np.eye(8))  # dominant diagonal, couplings < 0
     result, _ = spu.program(A)
     assert result["dac_clipped"] == 0
     spu.run(200_000, record=False, seed=1)
-    spu.run(2_000_000, second_moments=True, clear=True)
-    _, arrays = spu.read(second_moments=True)
-    inverse = arrays["second_moment"] / 0.05
-    # 12-bit converters, 1 % mismatch and 1 mV offsets and noise: a few percent, not more.
-    error = np.linalg.norm(inverse - np.linalg.inv(A)) / np.linalg.norm(np.linalg.inv(A))
-    assert error < 0.1
+    result, _ = spu.run(30_000_000, second_moments=True, clear=True)
+    assert result["adc_clipped"] == 0
+    second = spu.read(second_moments=True)[1]["second_moment"]
+    chip = DenseCoupling.program(A, config).A
+    ct = circuit_transition(chip, "exact", config)
+    S = stationary_covariance(ct.circuit.drift, ct.circuit.diffusion)
+    offsets = config.readout_offset * deviations(config.serial, Array.READOUT_OFFSET, (8,))
+    expected = (stats_second_order.observed(S, 8) + np.outer(offsets, offsets)
+                + (config.readout_noise**2 + config.adc.step**2 / 12) * np.eye(8))
+    sd = np.sqrt(stats_second_order.observed(
+        stats_second_order.second_moment_variance(ct.step.phi, S, result["samples"]), 8))
+    bound = norm.isf(1e-4 / 72)  # 36 distinct entries, two-sided
+    assert np.max(np.abs(second - expected) / sd) < bound
+    ideal = 0.05 * np.linalg.inv(A)
+    assert np.max(np.abs(ideal - expected) / sd) > 2 * bound  # A_chip is not A: teeth
