@@ -3,8 +3,9 @@ arms (a host.runs.RunSpec and, for TNGD, the daemon's options), each TNGD arm on
 daemon, then a table on stdout, a JSON record and a PNG plot.
 
 Every script: ``--quick`` (fewer iterations, for a smoke run), ``--iterations``, ``--seed``,
-``--out PREFIX`` (writes PREFIX.json and PREFIX.png). Default device: the ideal profile with
-thermal noise kappa0 = 0.001; model: the MLP 64-16-10 (N = 1 210), batch 32, on digits.
+``--seeds K`` (every arm with K seeds, and a table of mean +- standard deviation), ``--out
+PREFIX`` (writes PREFIX.json and PREFIX.png). Default device: the ideal profile with thermal
+noise kappa0 = 0.001; model: the MLP 64-16-10 (N = 1 210), batch 32, on digits.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from host.runs import (
     plot,
     record,
     run,
+    seeds_table,
     summary_table,
     write_json,
 )
@@ -66,6 +68,9 @@ def parse(description: str, iterations: int, quick_iterations: int,
     parser.add_argument("--iterations", type=int, default=iterations)
     parser.add_argument("--seed", type=int, default=0,
                         help="model initialisation, batch order and device noise")
+    parser.add_argument("--seeds", type=int, default=1, metavar="K",
+                        help="repeat every arm with the seeds SEED ... SEED+K-1 and add a table "
+                             "of mean +- standard deviation (the plot shows SEED's runs)")
     parser.add_argument("--out", default=out, metavar="PREFIX",
                         help="writes PREFIX.json and PREFIX.png")
     args = parser.parse_args()
@@ -101,23 +106,41 @@ def run_arms(arms: list[Arm]) -> tuple[list[Result], dict[str, str]]:
 
 def main(name: str, description: str, arms: Callable[[argparse.Namespace], list[Arm]],
          iterations: int, quick_iterations: int, accuracy: bool = False) -> list[Result]:
-    """Parse the command line, run the arms, print the table, write PREFIX.json and .png."""
+    """Parse the command line, run the arms (for each seed), print the tables, write
+    PREFIX.json and .png."""
     args = parse(description, iterations, quick_iterations, f"docs/results/{name}")
+    if args.seeds < 1:
+        raise SystemExit("--seeds must be at least 1")
     started = time.perf_counter()
-    chosen = [replace(a, spec=replace(a.spec, iterations=args.iterations, seed=args.seed))
-              for a in arms(args)]
-    results, failed = run_arms(chosen)
-    print(summary_table(results))
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    results, failed, chosen = [], {}, []
+    first: list[Result] | None = None
+    groups: dict[str, list[Result]] = {}
+    for seed in seeds:
+        arms_now = [replace(a, spec=replace(a.spec, iterations=args.iterations, seed=seed))
+                    for a in arms(args)]
+        done, refused = run_arms(arms_now)
+        first = first if first is not None else done  # the plot and first table: seed SEED
+        for result in done:
+            groups.setdefault(result.label, []).append(result)
+        results += done
+        chosen += [a for a in arms_now if a.label not in refused]
+        failed.update({f"{label} (seed {seed})": error for label, error in refused.items()})
+    assert first is not None
+    print(summary_table(first))
+    if len(seeds) > 1:
+        print(f"\nover seeds {seeds[0]}..{seeds[-1]}:")
+        print(seeds_table(groups))
     for label, error in failed.items():
         print(f"  {label:<22} failed: {error}")
-    config = {"experiment": name, "iterations": args.iterations, "seed": args.seed,
+    config = {"experiment": name, "iterations": args.iterations, "seeds": seeds,
               "quick": args.quick, "devices": [a.device for a in chosen],
               "labels": [a.label for a in chosen], "failed": failed}
     prefix = Path(args.out)
-    specs = [a.spec for a in chosen if a.label not in failed]
-    written = write_json(record(results, config, specs), prefix.with_suffix(".json"))
+    written = write_json(record(results, config, [a.spec for a in chosen]),
+                         prefix.with_suffix(".json"))
     print(f"record: {written}")
     title = f"{description.split('.')[0]} ({args.iterations} iterations, seed {args.seed})"
-    print(f"plot: {plot(results, prefix.with_suffix('.png'), title, accuracy=accuracy)}")
+    print(f"plot: {plot(first, prefix.with_suffix('.png'), title, accuracy=accuracy)}")
     print(f"wall time {time.perf_counter() - started:.1f} s")
     return results

@@ -145,6 +145,24 @@ def summary_table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def seeds_table(groups: dict[str, list[Result]]) -> str:
+    """One line per label: mean +- standard deviation over its runs (one per seed) of the
+    final batch loss, test loss and test accuracy."""
+    header = (f"  {'optimizer':<22} {'seeds':>5} {'train loss':>17} {'test loss':>17} "
+              f"{'test acc':>15}")
+    lines = [header, "  " + "-" * (len(header) - 2)]
+    for label, results in groups.items():
+        columns = []
+        for value, digits in ((final_train_loss, 4), (lambda h: h.final_test_loss, 4),
+                              (lambda h: h.final_test_accuracy, 3)):
+            values = np.array([value(r.history) for r in results])
+            spread = values.std(ddof=1) if values.size > 1 else math.nan
+            columns.append(f"{values.mean():.{digits}f} ± {spread:.{digits}f}")
+        lines.append(f"  {label:<22} {len(results):>5d} {columns[0]:>17} {columns[1]:>17} "
+                     f"{columns[2]:>15}")
+    return "\n".join(lines)
+
+
 def final_train_loss(history: History, window: int = 10) -> float:
     """Mean batch loss over the last ``window`` iterations (a less noisy final loss)."""
     loss = history.series("loss")
