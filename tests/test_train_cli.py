@@ -75,18 +75,21 @@ def test_train_help_explains_the_options() -> None:
 
 
 def test_an_example_writes_its_record_and_plot(tmp_path: Path) -> None:
-    """examples/sweep_delay.py for 5 iterations: one run per arm, each with its spec, rows and
-    the delay it was asked for (t_d = 1 tau = 1000 ns of device time on every step but the
-    first)."""
+    """examples/sweep_delay.py for 5 iterations and 2 seeds: one run per arm and seed, each with
+    its spec, rows and the delay it was asked for (t_d = 1 tau = 1000 ns of device time on every
+    step but the first), and the table over the seeds."""
     script = Path(__file__).resolve().parents[1] / "examples" / "sweep_delay.py"
     prefix = tmp_path / "delay"
-    result = subprocess.run([sys.executable, str(script), "--iterations", "5", "--out",
-                             str(prefix)], check=False, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run([sys.executable, str(script), "--iterations", "5", "--seeds", "2",
+                             "--out", str(prefix)], check=False, capture_output=True, text=True,
+                            timeout=180)
     assert result.returncode == 0, result.stderr
     record = json.loads(prefix.with_suffix(".json").read_text())
     labels = [run["label"] for run in record["runs"]]
-    assert labels == ["tngd t_d=0τ", "tngd t_d=0.2τ", "tngd t_d=1τ", "ngd (exact)"]
+    arms = ["tngd t_d=0τ", "tngd t_d=0.2τ", "tngd t_d=1τ", "ngd (exact)"]
+    assert labels == arms * 2 and record["config"]["seeds"] == [0, 1]
+    assert [run["spec"]["seed"] for run in record["runs"]] == [0] * 4 + [1] * 4
+    assert "over seeds 0..1" in result.stdout and "ngd (exact)                2" in result.stdout
     delayed = record["runs"][2]
     assert delayed["spec"]["delay"] == 1.0 and len(delayed["rows"]) == 5
     assert [row["device_delay_ns"] for row in delayed["rows"]] == [0] + [1000] * 4
