@@ -54,7 +54,7 @@ class DeviceConfig:
     program_tau_ns: finite bandwidth of the programming path: every programmed element (coupling,
         factor, damping, bias) moves from its old to its new value as a first-order step
         response with this time constant, starting when its upload ends; the cells run while it
-        settles (a host waits with an unrecorded run). 0: instantaneous. Overdamped cells only.
+        settles (a host waits with an unrecorded run). 0: instantaneous.
     readout_tau_ns: anti-alias filter before the ADC: a first-order low-pass of time constant
         readout_tau_ns (-3 dB at 1 / (2 pi readout_tau_ns)) on every cell's signal; the ADC
         samples its output. 0: no filter.
@@ -117,9 +117,6 @@ class DeviceConfig:
         for name in ("mass", "friction", "inductance_henry"):
             if not 0 < getattr(self, name) < math.inf:
                 problems.append(f"{name}={getattr(self, name)} must be positive and finite")
-        if self.program_tau_ns and self.dynamics != "overdamped":
-            problems.append("program_tau_ns (settling of programmed values) is emulated for "
-                            "overdamped cells only")
         if not 0 <= self.serial < 2**63:
             problems.append(f"serial={self.serial} must be a non-negative 63-bit integer")
         try:

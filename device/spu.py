@@ -19,7 +19,13 @@ import numpy as np
 
 from device import kernels, kernels_linear
 from device.config import DeviceConfig
-from device.coupling import CircuitTransition, Coupling, DenseCoupling, FactoredCoupling
+from device.coupling import (
+    CircuitTransition,
+    Coupling,
+    DenseCoupling,
+    FactoredCoupling,
+    circuit_transition,
+)
 from device.mismatch import Array, deviations
 from device.settling import Settling, settling_samples
 from device.transition import ExactTransition, FactoredTransition
@@ -352,9 +358,10 @@ class EmulatedSPU:
 
     def _segments(self, start_ns: int, total: int) -> Iterator[tuple[_Stepper, int]]:
         """(stepper, samples) covering a run of ``total`` samples from device time
-        ``start_ns``: one Euler-Maruyama stepper per sample interval while a programmed change
-        settles, its coefficients frozen at their interval average, then the programmed
-        integrator for the rest. Lazy: each stepper starts from the state the previous left."""
+        ``start_ns``: while a programmed change settles, one stepper per sample interval with the
+        coefficients frozen at their interval average (Euler-Maruyama on RC cells, the exact
+        circuit step on second-order cells), then the programmed integrator for the rest.
+        Lazy: each stepper starts from the state the previous left."""
         config, interval = self.config, self.config.sample_interval_ns
         pending = [s for s in (self._coupling_settling, self._bias_settling) if s is not None]
         settling = settling_samples(pending, start_ns, interval, total,
@@ -363,9 +370,15 @@ class EmulatedSPU:
             self._check_settling_path()
         for k in range(settling):
             t = start_ns + k * interval
-            yield _EulerStepper(self._coupling_seen(t, interval), self._bias_seen(t, interval),
-                                self._x, self._rng, config.em_step_ns / config.tau_ns,
-                                config.kappa0, interval // config.em_step_ns, self._adc), 1
+            coupling, bias = self._coupling_seen(t, interval), self._bias_seen(t, interval)
+            if config.dynamics != "overdamped":  # the circuit's exact step, redone per interval
+                yield _CircuitStepper(circuit_transition(coupling.A, "exact", config), self._x,
+                                      self._hidden, self._adc[3], bias, self._rng,
+                                      self._exact_readout()), 1
+                continue
+            yield _EulerStepper(coupling, bias, self._x, self._rng,
+                                config.em_step_ns / config.tau_ns, config.kappa0,
+                                interval // config.em_step_ns, self._adc), 1
         if settling < total:
             self._coupling_settling = self._bias_settling = None  # settled
             yield self._stepper(), total - settling
@@ -373,8 +386,9 @@ class EmulatedSPU:
     def _check_settling_path(self) -> None:
         """Refuse a settling run Euler-Maruyama cannot step: the new coupling and the one it
         settles from must both be stable at em_step_ns (a dense blend then is too: its
-        spectrum lies between theirs). Once per programmed change."""
-        if self._settling_checked:
+        spectrum lies between theirs). Once per programmed change. (Second-order cells step
+        exactly; each interval's circuit is checked as it is built.)"""
+        if self._settling_checked or self.config.dynamics != "overdamped":
             return
         settling = self._coupling_settling
         if self._integrator != "euler_maruyama":  # else the run's own check covered it
