@@ -75,9 +75,11 @@ def _workloads(n: int, config: DeviceConfig) -> tuple[dict[str, Work], dict[str,
                                               steps_per_sample, rng, True, False, sums_em,
                                               adc), count)
 
+    no_filter = np.zeros((5, 0))
+
     def exact(count: int) -> None:  # count = steps = sample intervals
-        _completed(kernels.exact_modal_run(decay, drive, noise_sd, y_ou, V, count, rng, True,
-                                           False, sums_ou, adc), count)
+        _completed(kernels.exact_modal_run(decay, drive, noise_sd, y_ou, no_filter, no_filter[0],
+                                           V, count, rng, True, False, sums_ou, adc), count)
 
     works = {"matvec": matvec, "euler_maruyama": euler_maruyama, "exact": exact}
     steps_per_unit = {"matvec": 1, "euler_maruyama": steps_per_sample, "exact": 1}

@@ -7,7 +7,6 @@ first in z, so the ADC records ``z[:n_observed]``.
 
 - :func:`underdamped_langevin`: z = (x, p), time in tau, the second-order version of the
   overdamped device (same stationary x, a momentum alongside).
-- :func:`overdamped_cells`: the RC cells themselves (z = x), for when a filter joins them.
 - :func:`with_readout_filter`: any of them read through the anti-alias filter, z' = (f, z).
 - :func:`rlc_network`: z = (v, i) in volts and amperes, time in seconds, the SPU's capacitively
   coupled RLC cells (Nature Comms 16, 3757, Eqs. 4-5).
@@ -72,23 +71,13 @@ def underdamped_langevin(A: np.ndarray, kappa0: float, mass: float = 1.0,
     return LinearCircuit(drift, diffusion, np.vstack([zero, identity]), n)
 
 
-def overdamped_cells(A: np.ndarray, kappa0: float) -> LinearCircuit:
-    """The RC cells dx = (b - A x) dt + sqrt(2 kappa0) dW as a linear circuit, time in tau:
-    z = x, d = n, the bias b the input. Stationary law N(A^-1 b, kappa0 A^-1)."""
-    A = _symmetric(A, "A")
-    _non_negative(kappa0, "kappa0")
-    n = A.shape[0]
-    return LinearCircuit(A, np.sqrt(2.0 * kappa0) * np.eye(n), np.eye(n), n)
-
-
 def with_readout_filter(circuit: LinearCircuit, rate: float) -> LinearCircuit:
     """``circuit`` read through a first-order low-pass on each observed coordinate:
 
         df = rate (z_observed - f) dt
 
     rate = 1 / tau_filter in the circuit's time unit. The filter output f (n_observed,) is put
-    first, so z' = (f, z) and the ADC observes f. For overdamped cells x ~ N(mu, kappa0 A^-1)
-    its stationary law is N(mu, kappa0 A^-1 rate (rate I + A)^-1).
+    first, so z' = (f, z) and the ADC observes f.
     """
     _positive(rate, "the filter rate")
     n, d = circuit.n_observed, circuit.drift.shape[0]

@@ -114,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="BLAS and numba threads for the kernels")
     runtime.add_argument("--log-level", default="info",
                          choices=("debug", "info", "warning", "error"))
+    runtime.add_argument("--exit-with-stdin", action="store_true",
+                         help="shut down when standard input reaches end of file: a parent that "
+                              "spawns the daemon with a pipe on its stdin takes it down when it "
+                              "exits, even if it is killed (Device.spawn does this)")
     return parser
 
 
@@ -273,9 +277,23 @@ def _serve(args: argparse.Namespace, log: logging.Logger) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    if args.exit_with_stdin:
+        threading.Thread(target=_stop_at_end_of_input, args=(stop, log), daemon=True,
+                         name="stdin-watch").start()
     print(f"READY {server.endpoint}", flush=True)
     server.serve(stop)
     return 0
+
+
+def _stop_at_end_of_input(stop: threading.Event, log: logging.Logger) -> None:
+    """Read standard input until end of file (the parent closed its pipe or died), then stop.
+
+    Raw reads of descriptor 0: a thread blocked in sys.stdin's buffered reader would hold its
+    lock and abort the interpreter's shutdown."""
+    while os.read(0, 65536):
+        pass
+    log.warning("standard input closed: the parent process is gone; shutting down")
+    stop.set()
 
 
 def fault_config(args: argparse.Namespace) -> FaultConfig:

@@ -16,7 +16,6 @@ from device import kernels
 from device.circuits import (
     LinearCircuit,
     check_realisable,
-    overdamped_cells,
     rlc_network,
     underdamped_langevin,
     with_readout_filter,
@@ -93,15 +92,16 @@ class DenseCoupling:
     def check(self, integrator: str,
               config: DeviceConfig) -> ExactTransition | CircuitTransition | None:
         """Refuse a matrix the integrator cannot run; for "exact", its transition operators
-        (those of a linear circuit for second-order cells, or when the anti-alias filter joins
-        the state)."""
-        if config.dynamics != "overdamped" or (integrator == "exact" and config.readout_tau_ns):
+        (per eigenmode, with the anti-alias filter's if there is one; those of the linear
+        circuit for second-order cells)."""
+        if config.dynamics != "overdamped":
             return circuit_transition(self.A, integrator, config)
         if integrator == "exact":
             eigenvalues, eigenvectors = np.linalg.eigh(self.A)
             check_positive_definite(eigenvalues)
+            rate = config.tau_ns / config.readout_tau_ns if config.readout_tau_ns else 0.0
             return exact_transition(eigenvalues, eigenvectors, config.kappa0,
-                                    config.sample_interval_ns / config.tau_ns)
+                                    config.sample_interval_ns / config.tau_ns, rate)
         eigenvalues = np.linalg.eigvalsh(self.A)
         check_positive_definite(eigenvalues)
         check_euler_step(eigenvalues, config.em_step_ns / config.tau_ns, config.em_step_ns)
@@ -224,33 +224,30 @@ Coupling = DenseCoupling | FactoredCoupling
 class CircuitTransition:
     """The cells as a linear circuit and its exact step over one sample interval.
 
-    State z = (filter output f if ``filtered``, x, hidden if ``second_order``), each (N,): the
-    hidden coordinates are momenta or inductor currents; the ADC samples the first N.
+    State z = (filter output f if ``filtered``, x, hidden), each (N,): the hidden coordinates
+    are momenta or inductor currents; the ADC samples the first N.
     """
 
     circuit: LinearCircuit
     step: LinearTransition
     filtered: bool
-    second_order: bool
 
 
 def circuit_transition(A: np.ndarray, integrator: str, config: DeviceConfig) -> CircuitTransition:
-    """The cells programmed with A as a linear circuit, and its exact step.
+    """The second-order cells programmed with A as a linear circuit, and its exact step.
 
     Underdamped: time in tau. RLC: the Maxwell capacitance matrix is capacitance_farad * A and
     the injected current noise kappa0 * capacitance_farad / resistance_ohm (A^2 s), so that the
     voltages' stationary covariance is kappa0 A^-1, as on the overdamped device; time in
-    seconds. Overdamped cells come here only to carry the anti-alias filter in their state.
-    With ``readout_tau_ns`` the filter output leads the state (:func:`with_readout_filter`).
+    seconds. With ``readout_tau_ns`` the filter output leads the state
+    (:func:`device.circuits.with_readout_filter`).
     """
     if integrator != "exact":
         raise ProtocolError(ErrorCode.BAD_ARGUMENT, f"{config.dynamics} cells run the exact "
                             "integrator only", integrator=integrator)
     check_positive_definite(np.linalg.eigvalsh(A))
     per_ns = 1.0 / config.tau_ns  # the circuit's time unit per ns
-    if config.dynamics == "overdamped":
-        circuit = overdamped_cells(A, config.kappa0)
-    elif config.dynamics == "underdamped":
+    if config.dynamics == "underdamped":
         circuit = underdamped_langevin(A, config.kappa0, config.mass, config.friction)
     else:
         scale, resistance = config.capacitance_farad, config.resistance_ohm
@@ -261,8 +258,7 @@ def circuit_transition(A: np.ndarray, integrator: str, config: DeviceConfig) -> 
         circuit = with_readout_filter(circuit, 1.0 / (config.readout_tau_ns * per_ns))
     interval = config.sample_interval_ns * per_ns
     return CircuitTransition(circuit, transition(circuit.drift, circuit.diffusion, interval),
-                             filtered=bool(config.readout_tau_ns),
-                             second_order=config.dynamics != "overdamped")
+                             filtered=bool(config.readout_tau_ns))
 
 
 def _seen(new: np.ndarray, old: np.ndarray | None, residual: float) -> np.ndarray:

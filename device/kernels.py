@@ -167,31 +167,41 @@ def euler_maruyama_factored_run(J, H, damping, b, x, h, noise_scale, n_samples,
 
 
 @njit(cache=True, nogil=True)
-def exact_modal_run(decay, drive, noise_sd, y, basis, n_samples, rng,
+def exact_modal_run(decay, drive, noise_sd, y, filtered, g, basis, n_samples, rng,
                     record, second_moments, sums, adc):
     """Exact OU transition over one sample interval, in the eigenbasis of A = V diag(lam) V^T.
 
-    The coordinates y = V^T x evolve independently: y <- decay * y + drive + noise_sd * z with
+    The coordinates y = V^T x evolve independently: y <- decay * y + drive + noise_sd * z1 with
     decay = exp(-lam d), drive = (1 - exp(-lam d)) / lam * V^T b and
     noise_sd = sqrt(kappa0 (1 - exp(-2 lam d)) / lam), all (N,): O(N) work per step.
-    With an ideal ADC the samples of y are recorded as they are (the caller maps the sums back
+    ``filtered`` (5, N) (or (5, 0): no anti-alias filter): each mode's filter output g (N,)
+    follows exactly, g <- filtered[0] y_old + filtered[1] g + filtered[2] + filtered[3] z1 +
+    filtered[4] z2 (device.transition.filtered_modes, with the drive row already times V^T b),
+    and the ADC samples g instead of y.
+    With an ideal ADC the samples are recorded as they are (the caller maps the sums back
     to x); otherwise each sample is mapped to x = V y (``basis`` = V, (N, N)) and read by the
-    ADC, O(N^2). Sums and return value as in :func:`euler_maruyama_run`; the readout's filter
-    gain must be 0 (a filtered readout runs as a linear circuit, device/circuits.py).
+    ADC, O(N^2). Sums and return value as in :func:`euler_maruyama_run`; the readout's own
+    filter gain must be 0.
     """
     n = y.size
     converting = adc[1][ADC_ACTIVE] != 0.0
+    has_filter = filtered.shape[1] > 0
+    observed = g if has_filter else y
     x, reading = np.empty(n), np.empty(n)
     batch = _second_moment_buffer(second_moments, n)
     filled = 0
     for sample in range(n_samples):
         for i in range(n):
-            y[i] = decay[i] * y[i] + drive[i] + noise_sd[i] * rng.standard_normal()
+            z = rng.standard_normal()
+            if has_filter:
+                g[i] = (filtered[0, i] * y[i] + filtered[1, i] * g[i] + filtered[2, i]
+                        + filtered[3, i] * z + filtered[4, i] * rng.standard_normal())
+            y[i] = decay[i] * y[i] + drive[i] + noise_sd[i] * z
         if converting:
-            np.dot(basis, y, x)
+            np.dot(basis, observed, x)
             filled = _sample(x, record, sums, batch, filled, adc, reading, rng)
         else:
-            filled = _sample(y, record, sums, batch, filled, adc, reading, rng)
+            filled = _sample(observed, record, sums, batch, filled, adc, reading, rng)
         if filled < 0:
             return sample
     _flush(batch, filled, sums[1])
@@ -266,7 +276,8 @@ def warm_up() -> None:
     matrix_check(A)
     euler_maruyama_run(A, vec, x, 0.1, 0.1, 1, 1, rng, True, True, sums, adc)
     euler_maruyama_factored_run(A, A, vec, vec, x, 0.1, 0.1, 1, 1, rng, True, True, sums, adc)
-    exact_modal_run(vec, vec, vec, x, A, 1, rng, True, True, sums, adc)
+    exact_modal_run(vec, vec, vec, x, np.zeros((5, n)), vec.copy(), A, 1, rng, True, True, sums,
+                    adc)
     exact_factored_run(A, vec, vec, 0.5, 0.1, vec, x, 1, rng, True, True, sums, adc)
     from device import kernels_linear  # it builds on this module's sampling helpers
 

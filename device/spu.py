@@ -447,7 +447,8 @@ class EmulatedSPU:
         if isinstance(self._transition, FactoredTransition):
             return _FactoredStepper(self._transition, self._x, self._b, self._rng, self._adc)
         if self._transition is not None:
-            return _ModalStepper(self._transition, self._x, self._b, self._rng, self._adc)
+            return _ModalStepper(self._transition, self._x, self._adc[3], self._b, self._rng,
+                                 self._exact_readout())
         config = self.config
         return _EulerStepper(self._programmed(), self._b, self._x, self._rng,
                              config.em_step_ns / config.tau_ns, config.kappa0,
@@ -455,25 +456,33 @@ class EmulatedSPU:
 
 
 class _ModalStepper:
-    """The exact integrator: the state as y = V^T x, every mode on its own (O(N) a step).
+    """The exact integrator: the state as y = V^T x, every mode on its own (O(N) a step), and
+    with an anti-alias filter its output as g = V^T f, each alongside its mode.
 
-    With an ideal ADC the run's sums stay in y (``basis`` maps them back once); otherwise each
-    sample is mapped to x for the ADC and the sums are in x already (``basis`` None).
+    With an ideal ADC the run's sums stay in modal coordinates (``basis`` maps them back once);
+    otherwise each sample is mapped to x for the ADC and the sums are in x already (``basis``
+    None).
     """
 
-    def __init__(self, transition: ExactTransition, x: np.ndarray, b: np.ndarray,
-                 rng: np.random.Generator, adc: AdcState) -> None:
+    def __init__(self, transition: ExactTransition, x: np.ndarray, filtered: np.ndarray,
+                 b: np.ndarray, rng: np.random.Generator, adc: AdcState) -> None:
         self._t, self._rng, self._adc = transition, rng, adc
         V = transition.eigenvectors
         self.basis = V if adc[1][kernels.ADC_ACTIVE] == 0.0 else None
+        modal_b = V.T @ b
         self._y = V.T @ x
-        self._drive = transition.drive_gain * (V.T @ b)
+        self._drive = transition.drive_gain * modal_b
+        self._g = V.T @ filtered if transition.has_filter else np.zeros(0)
+        self._filtered = transition.filtered.copy()
+        if transition.has_filter:
+            self._filtered[2] *= modal_b  # the filter's drive row, for this bias
 
     def advance(self, count: int, record: bool, second_moments: bool, sums: _Averager) -> int:
         t = self._t
         return int(kernels.exact_modal_run(t.decay, self._drive, t.noise_sd, self._y,
-                                           t.eigenvectors, count, self._rng, record,
-                                           second_moments, (sums.sum_x, sums.sum_xx), self._adc))
+                                           self._filtered, self._g, t.eigenvectors, count,
+                                           self._rng, record, second_moments,
+                                           (sums.sum_x, sums.sum_xx), self._adc))
 
     def state_x(self) -> np.ndarray:
         return self._t.eigenvectors @ self._y
@@ -482,7 +491,8 @@ class _ModalStepper:
         return previous
 
     def store_filter(self, filtered: np.ndarray) -> None:
-        """Nothing to store: the exact modal integrator runs without a filter."""
+        if self._t.has_filter:
+            filtered[:] = self._t.eigenvectors @ self._g
 
 
 class _FactoredStepper:
@@ -540,9 +550,9 @@ class _EulerStepper:
 
 
 class _CircuitStepper:
-    """The cells as a linear circuit (second-order cells, or cells whose anti-alias filter is
-    part of the state): the exact step of z = (f, x, hidden), each part present or not as
-    :class:`device.coupling.CircuitTransition` says, O(d^2) a sample; the ADC reads z[:N]."""
+    """Second-order cells as a linear circuit: the exact step of z = (f, x, hidden), f (the
+    anti-alias filter's output) present or not as :class:`device.coupling.CircuitTransition`
+    says, O(d^2) a sample; the ADC reads z[:N]."""
 
     basis = None
 
@@ -550,8 +560,8 @@ class _CircuitStepper:
                  filtered: np.ndarray, b: np.ndarray, rng: np.random.Generator,
                  adc: AdcState) -> None:
         self._step, self._rng, self._adc, self._n = ct.step, rng, adc, x.size
-        self._filtered, self._second_order = ct.filtered, ct.second_order
-        parts = [filtered] * ct.filtered + [x] + [hidden] * ct.second_order
+        self._filtered = ct.filtered
+        parts = [filtered] * ct.filtered + [x, hidden]
         self._z = np.concatenate(parts)
         self._x_at = x.size if ct.filtered else 0
         self._drive = ct.step.drive(ct.circuit.input_vector(b))
@@ -566,7 +576,7 @@ class _CircuitStepper:
         return self._z[self._x_at:self._x_at + self._n].copy()
 
     def hidden(self, previous: np.ndarray) -> np.ndarray:
-        return self._z[self._x_at + self._n:].copy() if self._second_order else previous
+        return self._z[self._x_at + self._n:].copy()
 
     def store_filter(self, filtered: np.ndarray) -> None:
         if self._filtered:

@@ -27,12 +27,22 @@ class ExactTransition:
 
     eigenvectors: V (N, N), C-contiguous. decay = exp(-lam d); drive_gain = (1 - exp(-lam d)) /
     lam (multiplies V^T b); noise_sd = sqrt(kappa0 (1 - exp(-2 lam d)) / lam); all (N,).
+    filtered: with an anti-alias filter of rate a, each mode's filter output g follows its
+    cell mode y exactly, g' = cross y + filter_decay g + filter_drive_gain (V^T b) +
+    noise_cross z1 + noise_filter z2 (z1 the normal of y's step): the (5, N) rows cross,
+    filter_decay, filter_drive_gain, noise_cross, noise_filter (:func:`filtered_modes`);
+    (5, 0) without a filter.
     """
 
     eigenvectors: np.ndarray
     decay: np.ndarray
     drive_gain: np.ndarray
     noise_sd: np.ndarray
+    filtered: np.ndarray
+
+    @property
+    def has_filter(self) -> bool:
+        return self.filtered.shape[1] > 0
 
 
 def check_positive_definite(eigenvalues: np.ndarray) -> None:
@@ -66,15 +76,46 @@ def check_euler_step(eigenvalues: np.ndarray, step_tau: float, em_step_ns: int,
 
 
 def exact_transition(eigenvalues: np.ndarray, eigenvectors: np.ndarray, kappa0: float,
-                     interval_tau: float) -> ExactTransition:
-    """The exact step for A = V diag(eigenvalues) V^T over ``interval_tau``."""
+                     interval_tau: float, filter_rate: float = 0.0) -> ExactTransition:
+    """The exact step for A = V diag(eigenvalues) V^T over ``interval_tau``; with
+    ``filter_rate`` a > 0 (tau units) also that of the anti-alias filter's output."""
     lam, d = eigenvalues, interval_tau
+    noise_sd = np.sqrt(kappa0 * -np.expm1(-2.0 * lam * d) / lam)
     return ExactTransition(
         eigenvectors=np.ascontiguousarray(eigenvectors),
         decay=np.exp(-lam * d),
         drive_gain=-np.expm1(-lam * d) / lam,
-        noise_sd=np.sqrt(kappa0 * -np.expm1(-2.0 * lam * d) / lam),
+        noise_sd=noise_sd,
+        filtered=(filtered_modes(lam, filter_rate, kappa0, d, noise_sd) if filter_rate
+                  else np.zeros((5, 0))),
     )
+
+
+def filtered_modes(lam: np.ndarray, a: float, kappa0: float, d: float,
+                   noise_sd: np.ndarray) -> np.ndarray:
+    """Exact step of each cell mode y (rate lam, (N,)) read through a first-order filter of
+    rate a: dy = (c - lam y) dt + sqrt(2 kappa0) dW, dg = a (y - g) dt, over d (tau units).
+
+    e^{-Md} = [[p, 0], [q, r]] with p = e^{-lam d}, r = e^{-a d}, q = a E, E = int_0^d
+    e^{-a(d-s)} e^{-lam s} ds = e^{-min(a, lam) d} d (1 - e^{-|a - lam| d}) / (|a - lam| d) (no
+    cancellation, fine at a = lam). Both settle to c / lam (unit DC gain), so g's drive is
+    (1 - q - r) c / lam. The noise covariance is Q = S - e^{-Md} S e^{-Md}^T with the stationary
+    S = kappa0 / lam [[1, rho], [rho, rho]], rho = a / (a + lam), and its Cholesky factor is
+    [[noise_sd, 0], [noise_cross, noise_filter]]. Returns the (5, N) rows of
+    :class:`ExactTransition`'s ``filtered``.
+    """
+    gap = np.abs(a - lam) * d
+    relative = np.where(gap > 0, -np.expm1(-gap) / np.where(gap > 0, gap, 1.0), 1.0)
+    E = np.exp(-np.minimum(a, lam) * d) * d * relative
+    p, q, r = np.exp(-lam * d), a * E, np.exp(-a * d)
+    s11 = kappa0 / lam
+    s12 = s11 * a / (a + lam)
+    q12 = s12 - p * (q * s11 + r * s12)
+    q22 = s12 - (q * q * s11 + 2 * q * r * s12 + r * r * s12)
+    cross = np.divide(q12, noise_sd, out=np.zeros_like(lam), where=noise_sd > 0)
+    own = np.sqrt(np.clip(q22 - cross**2, 0.0, None))
+    return np.ascontiguousarray(np.vstack([q, np.full_like(lam, r), (1 - q - r) / lam, cross,
+                                           own]))
 
 
 @dataclass(frozen=True)

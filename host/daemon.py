@@ -61,9 +61,12 @@ class DaemonProcess:
         log_file = tempfile.NamedTemporaryFile(prefix="spusim-daemon-", suffix=".log",
                                                delete=False)
         log_path = Path(log_file.name)
+        # The daemon watches the pipe on its stdin: when this process exits, however it dies,
+        # the pipe closes and the daemon shuts down instead of living on as an orphan.
         process = subprocess.Popen(
-            daemon_command(**config), stdout=subprocess.PIPE, stderr=log_file, text=True,
-            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            [*daemon_command(**config), "--exit-with-stdin"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=log_file, text=True, start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
         log_file.close()
         try:
             endpoint = _await_ready(process, start_timeout)
@@ -88,8 +91,9 @@ class DaemonProcess:
     def stop(self, timeout: float = 5.0) -> int:
         """SIGTERM, wait up to ``timeout`` s, then SIGKILL. Returns the exit code."""
         code = _terminate(self.process, timeout)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe is not None:
+                pipe.close()
         if code == 0:
             self.log_path.unlink(missing_ok=True)
         return code

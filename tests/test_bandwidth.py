@@ -18,12 +18,15 @@ import pytest
 from scipy.integrate import solve_ivp
 from scipy.stats import norm
 
+from device.circuits import LinearCircuit, with_readout_filter
 from device.cli import build_parser, device_fields
 from device.config import DeviceConfig
 from device.coupling import FactoredCoupling, circuit_transition
-from device.linear_sde import stationary_covariance
+from device.linear_sde import stationary_covariance, transition
+from device.mismatch import Array, deviations
 from device.settling import Settling, settling_samples
 from device.spu import EmulatedSPU
+from device.transition import exact_transition
 from protocol import ErrorCode, ProtocolError
 from tests import stats, stats_second_order
 
@@ -61,13 +64,16 @@ def reading_at(spu: EmulatedSPU, t_ns: int) -> np.ndarray:
 
 # --- the anti-alias filter -------------------------------------------------------------------
 
-@pytest.mark.parametrize("integrator,em_step_ns", [("exact", 100), ("euler_maruyama", 1)])
-def test_filter_step_response(integrator: str, em_step_ns: int) -> None:
+@pytest.mark.parametrize("integrator,em_step_ns,offset", [
+    ("exact", 100, 0.0), ("exact", 100, 0.01), ("euler_maruyama", 1, 0.0)])
+def test_filter_step_response(integrator: str, em_step_ns: int, offset: float) -> None:
     """From x = f = 0 the bias steps to b: every mode of the reading follows the cascade of the
-    cell (rate lam) and the filter (a = tau / readout_tau = 2)."""
+    cell (rate lam) and the filter (a = tau / readout_tau = 2). With a readout offset the ADC
+    path maps every sample back from the eigenbasis and adds the chip's offsets."""
     a = 2.0
     config = DeviceConfig(kappa0=0.0, readout_tau_ns=TAU_NS / a, integrator=integrator,
-                          em_step_ns=em_step_ns)
+                          em_step_ns=em_step_ns, readout_offset=offset, serial=3)
+    offsets = offset * deviations(3, Array.READOUT_OFFSET, (4,))
     spu = EmulatedSPU(config)
     spu.program(A)
     spu.set_bias(B)
@@ -75,14 +81,39 @@ def test_filter_step_response(integrator: str, em_step_ns: int) -> None:
     for _ in range(40):  # one sample interval (0.1 tau) at a time, to t = 4 tau
         spu.run(100, clear=True)
         readings.append(spu.read()[1]["mean"])
-        expected.append(through_modes(cascade_step(LAM, a, len(readings) * 0.1), X_INF))
+        expected.append(through_modes(cascade_step(LAM, a, len(readings) * 0.1), X_INF)
+                        + offsets)
     error = np.max(np.abs(np.array(readings) - np.array(expected)))
     size = np.max(np.abs(X_INF))
     tolerance = (1e-12 * size if integrator == "exact"
                  else euler_tolerance(max(LAM.max(), a), em_step_ns / TAU_NS, size))
     assert error < tolerance
-    unfiltered = [through_modes(1 - np.exp(-LAM * 0.1 * k), X_INF) for k in range(1, 41)]
+    unfiltered = [through_modes(1 - np.exp(-LAM * 0.1 * k), X_INF) + offsets
+                  for k in range(1, 41)]
     assert np.max(np.abs(np.array(readings) - unfiltered)) > 20 * tolerance  # the filter shows
+
+
+@pytest.mark.parametrize("a,d", [(2.0, 0.1), (1000.0, 0.1), (1.0, 0.1), (2.0, 1e-3),
+                                 (2.0, 5.0)])
+def test_filtered_modes_equal_van_loan(a: float, d: float) -> None:
+    """The closed-form 2 x 2 step of a mode and its filter output (device.transition) equals
+    the Van Loan step of dy = (1 - lam y) dt + sqrt(2 kappa0) dW, dg = a (y - g) dt: transition
+    matrix, noise covariance and drive (to 1e-12 of their largest entry: at d = 1e-3 the
+    filter's share is 1e-6 of the cell's and cancels), for a = lam, a >> lam, a << lam and long
+    and short d."""
+    lam, kappa0 = np.array([0.5, 1.0, 2.0, 8.0, 30.0]), 0.05
+    step = exact_transition(lam, np.eye(5), kappa0, d, a)
+    for k, rate in enumerate(lam):
+        reference = transition(np.array([[rate, 0.0], [-a, a]]),
+                               np.array([[np.sqrt(2 * kappa0)], [0.0]]), d)
+        phi = np.array([[step.decay[k], 0.0], [step.filtered[0, k], step.filtered[1, k]]])
+        factor = np.array([[step.noise_sd[k], 0.0], [step.filtered[3, k], step.filtered[4, k]]])
+        drive = np.array([step.drive_gain[k], step.filtered[2, k]])  # c = 1
+        np.testing.assert_allclose(phi, reference.phi, rtol=0, atol=1e-14)
+        np.testing.assert_allclose(factor @ factor.T, reference.q, rtol=0,
+                                   atol=1e-12 * np.abs(reference.q).max())
+        expected = reference.drive(np.array([1.0, 0.0]))
+        np.testing.assert_allclose(drive, expected, rtol=0, atol=1e-12 * np.abs(expected).max())
 
 
 @pytest.mark.parametrize("dynamics", ["overdamped", "underdamped"])
@@ -94,8 +125,14 @@ def test_filtered_stationary_law(dynamics: str) -> None:
     A3 = np.array([[3.0, -1.0, 0.0], [-1.0, 4.0, -0.5], [0.0, -0.5, 2.0]])
     b = np.array([1.0, -2.0, 0.5])
     config = DeviceConfig(kappa0=kappa0, readout_tau_ns=TAU_NS / a, dynamics=dynamics)
-    ct = circuit_transition(A3, "exact", config)
-    S = stationary_covariance(ct.circuit.drift, ct.circuit.diffusion)
+    if dynamics == "overdamped":  # the RC cells and their filter as one circuit (Van Loan)
+        cells = LinearCircuit(A3, np.sqrt(2 * kappa0) * np.eye(n), np.eye(n), n)
+        circuit = with_readout_filter(cells, a)
+        step = transition(circuit.drift, circuit.diffusion, 0.1)
+    else:
+        ct = circuit_transition(A3, "exact", config)
+        circuit, step = ct.circuit, ct.step
+    S = stationary_covariance(circuit.drift, circuit.diffusion)
     observed = stats_second_order.observed
     closed_form = kappa0 * np.linalg.inv(A3) @ (a * np.linalg.inv(a * np.eye(n) + A3))
     if dynamics == "overdamped":
@@ -109,10 +146,10 @@ def test_filtered_stationary_law(dynamics: str) -> None:
     arrays = spu.read(second_moments=True)[1]
     mean, second = arrays["mean"], arrays["second_moment"]
     mu = np.linalg.solve(A3, b)
-    cov_of_mean = observed(stats_second_order.covariance_of_mean(ct.step.phi, S, samples), n)
+    cov_of_mean = observed(stats_second_order.covariance_of_mean(step.phi, S, samples), n)
     assert stats.mahalanobis_squared(mean - mu, cov_of_mean) < stats.chi2_bound(n)
     covariance = second - np.outer(mu, mean) - np.outer(mean, mu) + np.outer(mu, mu)
-    variance = observed(stats_second_order.second_moment_variance(ct.step.phi, S, samples), n)
+    variance = observed(stats_second_order.second_moment_variance(step.phi, S, samples), n)
     bound = norm.isf(1e-4 / 12)  # 6 distinct entries, two-sided
     assert np.max(np.abs(covariance - observed(S, n)) / np.sqrt(variance)) < bound
     unfiltered = kappa0 * np.linalg.inv(A3)

@@ -60,6 +60,32 @@ def test_sigint_and_shutdown_request_exit_zero(how: str) -> None:
     process.stop()
 
 
+def test_a_spawned_daemon_does_not_outlive_its_parent() -> None:
+    """Device.spawn's daemon watches the pipe on its stdin: when the host process is killed
+    (SIGKILL: no cleanup runs), the daemon shuts down instead of living on as an orphan."""
+    script = ("import time\nfrom host.daemon import DaemonProcess\n"
+              "print(DaemonProcess.start().process.pid, flush=True)\ntime.sleep(600)")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    daemon_pid = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _running(daemon_pid):
+        time.sleep(0.05)
+    assert not _running(daemon_pid), "the daemon outlived its parent"
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (an orphan's zombie may wait for a
+    reaper that a container's init does not run)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def test_spu_serve_is_the_daemon() -> None:
     spu = Path(sys.executable).with_name("spu")
     process = subprocess.Popen([str(spu), "serve", "--bind", "tcp://127.0.0.1:0"],
