@@ -10,7 +10,7 @@ from scipy.stats import norm
 
 from device.config import DeviceConfig, profile_config
 from device.converters import Quantizer
-from device.coupling import DenseCoupling
+from device.coupling import DenseCoupling, FactoredCoupling
 from device.mismatch import Array, deviations
 from device.spu import EmulatedSPU
 from protocol import ErrorCode, ProtocolError
@@ -187,6 +187,27 @@ def test_factored_programming_is_validated() -> None:
     spu.run(100)
     spu.program_factored(J, H, 0.0, integrator="exact")  # lambda = 0 on J's null space
     assert code_of(spu.run, 100) == ErrorCode.NOT_POSITIVE_DEFINITE
+
+
+@pytest.mark.parametrize("n", [12, 1500])  # dense, and Lanczos on the factored operator
+def test_mismatched_damping_is_decided_by_the_smallest_eigenvalue(n: int) -> None:
+    """J lives on the first 3 cells, where lambda = 1 and H (eigenvalue -0.5 on J's range)
+    pulls the spectrum down to 0.5; elsewhere lambda = 0.05. The bound min(lambda) + mu_min
+    = -0.45 cannot decide; the smallest eigenvalue (0.05) can, so the coupling runs. Lowering
+    lambda on J's cells to 0.3 makes it indefinite (-0.2): refused with that value."""
+    J = np.zeros((1, n))
+    J[0, :3] = 1 / np.sqrt(3)
+    H = np.array([[-0.5]])
+    config = DeviceConfig()
+    damping = np.full(n, 0.05)
+    damping[:3] = 1.0
+    FactoredCoupling(J, H, damping, 0).check("euler_maruyama", config)
+    assert FactoredCoupling(J, H, damping, 0).smallest_eigenvalue() == pytest.approx(0.05)
+    damping[:3] = 0.3
+    with pytest.raises(ProtocolError) as refused:
+        FactoredCoupling(J, H, damping, 0).check("euler_maruyama", config)
+    assert refused.value.code == ErrorCode.NOT_POSITIVE_DEFINITE
+    assert refused.value.details["smallest_eigenvalue"] == pytest.approx(-0.2, abs=1e-8)
 
 
 @pytest.mark.parametrize("m,n", [(3, 12), (12, 5), (4, 8)], ids=["m<N", "m>N", "rank 2 of 4"])
