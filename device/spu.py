@@ -495,10 +495,25 @@ class _ModalStepper:
             filtered[:] = self._t.eigenvectors @ self._g
 
 
-class _FactoredStepper:
-    """The exact integrator of a factored coupling, on x itself (O(rN) a step)."""
+class _InPlaceStepper:
+    """A stepper that advances the device's x array itself: no basis change, no hidden
+    coordinates, and the filter output (if any) advanced in the readout path's own array."""
 
     basis = None
+    _x: np.ndarray
+
+    def state_x(self) -> np.ndarray:
+        return self._x
+
+    def hidden(self, previous: np.ndarray) -> np.ndarray:
+        return previous
+
+    def store_filter(self, filtered: np.ndarray) -> None:
+        """Nothing to store: the kernel advanced it in place, or there is no filter."""
+
+
+class _FactoredStepper(_InPlaceStepper):
+    """The exact integrator of a factored coupling, on x itself (O(rN) a step)."""
 
     def __init__(self, transition: FactoredTransition, x: np.ndarray, b: np.ndarray,
                  rng: np.random.Generator, adc: AdcState) -> None:
@@ -512,20 +527,9 @@ class _FactoredStepper:
                                               self._rng, record, second_moments,
                                               (sums.sum_x, sums.sum_xx), self._adc))
 
-    def state_x(self) -> np.ndarray:
-        return self._x
 
-    def hidden(self, previous: np.ndarray) -> np.ndarray:
-        return previous
-
-    def store_filter(self, filtered: np.ndarray) -> None:
-        """Nothing to store: this integrator runs without a filter."""
-
-
-class _EulerStepper:
+class _EulerStepper(_InPlaceStepper):
     """Euler-Maruyama on x itself, with step h (tau units) and steps_per_sample per sample."""
-
-    basis = None
 
     def __init__(self, coupling: Coupling, b: np.ndarray, x: np.ndarray,
                  rng: np.random.Generator, h: float, kappa0: float, steps_per_sample: int,
@@ -538,15 +542,6 @@ class _EulerStepper:
         return self._coupling.euler(self._b, self._x, self._h, self._noise, count, self._steps,
                                     self._rng, record, second_moments,
                                     (sums.sum_x, sums.sum_xx), self._adc)
-
-    def state_x(self) -> np.ndarray:
-        return self._x
-
-    def hidden(self, previous: np.ndarray) -> np.ndarray:
-        return previous
-
-    def store_filter(self, filtered: np.ndarray) -> None:
-        """Nothing to store: the kernel advanced the filter output in place."""
 
 
 class _CircuitStepper:
