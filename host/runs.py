@@ -43,8 +43,9 @@ DEFAULT_LR = {"sgd": 0.5, "adam": 0.01, "ngd": 0.3, "ngd-cg": 0.3, "ngd-woodbury
 class RunSpec:
     """One training run. lr None: DEFAULT_LR of the optimizer. damping: lambda of the NGD
     family; t, delay: TNGD's analog time and delay t_d (units of tau); cg_iterations: NGD-CG's
-    c; readout, warm_start, integrator: host/tngd.py's. seed: model initialisation, batch order and the
-    device's noise stream. eval_every: iterations between test-set evaluations."""
+    c; readout, warm_start, integrator: host/tngd.py's. seed: model initialisation, batch
+    order and the device's noise stream. eval_every: iterations between test-set
+    evaluations."""
 
     model: str = "mlp"
     optimizer: str = "tngd"

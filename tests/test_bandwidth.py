@@ -255,7 +255,8 @@ def test_settling_ends_within_half_an_lsb_and_the_exact_integrator_resumes() -> 
     assert settling.residual(count * 10) <= threshold < settling.residual((count - 1) * 10)
     assert settling_samples([settling], 10_000, 10, 100, threshold) == 0
     assert settling.residual(0, 10) == pytest.approx(300 / 10 * (1 - math.exp(-10 / 300)))
-    assert spu.program(A)[0]["settle_ns"] == spu.set_bias(B)[0]["settle_ns"] == 3536  # ceil(3535.05)
+    settle_ns = math.ceil(300.0 * 17 * math.log(2))  # 3536
+    assert spu.program(A)[0]["settle_ns"] == spu.set_bias(B)[0]["settle_ns"] == settle_ns
     spu.run(60_000, record=False)
     spu.run(10, clear=True)
     np.testing.assert_allclose(spu.read()[1]["mean"], X_INF, rtol=1e-12)
