@@ -24,6 +24,7 @@ from device.circuits import (
 from device.config import DeviceConfig
 from device.linear_sde import LinearTransition, transition
 from device.mismatch import Array, deviations, symmetric_deviations
+from device.settling import seen_value
 from device.transition import (
     ExactTransition,
     FactoredTransition,
@@ -86,7 +87,7 @@ class DenseCoupling:
         """The coupling the cells see while settling from ``previous`` (None: zero) with
         ``residual`` r of the change missing: A + r (A_previous - A)."""
         old = None if previous is None else previous.A
-        return DenseCoupling(_seen(self.A, old, residual), self.dac_clipped)
+        return DenseCoupling(seen_value(self.A, old, residual), self.dac_clipped)
 
     def same_array(self, other: Coupling | None) -> bool:
         """True when ``other`` occupies the same programmable elements (kind and shape)."""
@@ -166,8 +167,9 @@ class FactoredCoupling:
         by element: J + r (J_previous - J), and likewise H and the damping."""
         old_j, old_h, old_l = (None, None, None) if previous is None else (
             previous.J, previous.H, previous.damping)
-        return FactoredCoupling(_seen(self.J, old_j, residual), _seen(self.H, old_h, residual),
-                                _seen(self.damping, old_l, residual), self.dac_clipped)
+        return FactoredCoupling(seen_value(self.J, old_j, residual),
+                                seen_value(self.H, old_h, residual),
+                                seen_value(self.damping, old_l, residual), self.dac_clipped)
 
     def same_array(self, other: Coupling | None) -> bool:
         """True when ``other`` occupies the same programmable elements (kind and shapes)."""
@@ -280,11 +282,6 @@ def circuit_transition(A: np.ndarray, integrator: str, config: DeviceConfig) -> 
     interval = config.sample_interval_ns * per_ns
     return CircuitTransition(circuit, transition(circuit.drift, circuit.diffusion, interval),
                              filtered=bool(config.readout_tau_ns))
-
-
-def _seen(new: np.ndarray, old: np.ndarray | None, residual: float) -> np.ndarray:
-    """new + residual (old - new), element by element; ``old`` None stands for zeros."""
-    return (1.0 - residual) * new if old is None else new + residual * (old - new)
 
 
 def _check_capacity(n: int, elements: int, config: DeviceConfig) -> None:

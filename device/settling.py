@@ -22,7 +22,15 @@ import math
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+import numpy as np
+
 Value = TypeVar("Value")
+
+
+def seen_value(new: np.ndarray, old: np.ndarray | None, residual: float) -> np.ndarray:
+    """What the cells see with ``residual`` r of a change missing: new + r (old - new),
+    element by element; ``old`` None stands for zeros (a reset array)."""
+    return (1.0 - residual) * new if old is None else new + residual * (old - new)
 
 
 @dataclass(frozen=True)

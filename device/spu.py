@@ -27,7 +27,7 @@ from device.coupling import (
     circuit_transition,
 )
 from device.mismatch import Array, deviations
-from device.settling import Settling, settling_samples
+from device.settling import Settling, seen_value, settling_samples
 from device.transition import ExactTransition, FactoredTransition
 from protocol import ErrorCode, ProtocolError
 from timing import Phase, SimClock
@@ -353,8 +353,7 @@ class EmulatedSPU:
         settling = self._bias_settling
         if settling is None:
             return self._b
-        previous = 0.0 if settling.previous is None else settling.previous
-        return self._b + settling.residual(t_ns, interval_ns) * (previous - self._b)
+        return seen_value(self._b, settling.previous, settling.residual(t_ns, interval_ns))
 
     def _segments(self, start_ns: int, total: int) -> Iterator[tuple[_Stepper, int]]:
         """(stepper, samples) covering a run of ``total`` samples from device time
