@@ -22,9 +22,9 @@ import scipy.linalg  # noqa: F401  (loads scipy's OpenBLAS, which numba's np.dot
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from _common import Row, Work, base_parser, interleaved_rates, median, print_table, quietest
-from device import kernels
-from device.config import DeviceConfig
-from device.transition import exact_transition, factored_transition
+from spusim.device import kernels
+from spusim.device.config import DeviceConfig
+from spusim.device.transition import exact_transition, factored_transition
 
 SIZES = (64, 256, 1024)
 THREADS = (1, 2)

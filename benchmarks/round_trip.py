@@ -22,7 +22,7 @@ from _common import (
     print_table,
     quietest,
 )
-from host import Device
+from spusim import Device
 
 TARGET = 2.0  # round trip <= 2x raw pyzmq
 

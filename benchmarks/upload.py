@@ -16,7 +16,7 @@ import numpy as np
 import zmq
 
 from _common import RawServer, Row, base_parser, interleaved_samples, median, print_table, quietest
-from host import Device
+from spusim import Device
 
 N = 2048
 TARGET = 0.5

@@ -1,7 +1,7 @@
-"""``python -m device``: the device daemon's command line (see device/cli.py)."""
+"""``python -m spusim.device``: the device daemon's command line (see device/cli.py)."""
 
 import sys
 
-from device.cli import main
+from spusim.device.cli import main
 
 sys.exit(main())

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg import LinAlgError, cho_factor, cho_solve
 
-from device.linear_sde import checked_square
+from spusim.device.linear_sde import checked_square
 
 # Largest relative asymmetry max|A - A^T| / max|A| accepted as symmetric (as device.spu).
 _SYMMETRY_RTOL = 1e-10

@@ -1,4 +1,4 @@
-"""Command line of the device daemon: ``python -m device serve`` (also ``spu serve``).
+"""Command line of the device daemon: ``python -m spusim.device serve`` (also ``spu serve``).
 
 Only the standard library and timing/ (itself pure Python) are imported at module level: the
 BLAS and numba thread counts must be set in the environment before numpy, scipy or numba load.
@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from timing import PROFILES, TimingModel
+from spusim.timing import PROFILES, TimingModel
 
 if TYPE_CHECKING:
-    from device.faults import FaultConfig
-    from device.security import CurveServerKeys
+    from spusim.device.faults import FaultConfig
+    from spusim.device.security import CurveServerKeys
 
 DEFAULT_BIND = "tcp://127.0.0.1:5555"
 # Device options: flag, type, metavar, help. The flag names the DeviceConfig field (see
@@ -60,7 +60,7 @@ FIELD_OF = {"resistance": "resistance_ohm", "capacitance": "capacitance_farad",
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m device",
+        prog="python -m spusim.device",
         description="Emulated stochastic processing unit (SPU): a daemon that holds the device "
                     "state and answers the spusim wire protocol (docs/protocol.md).")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -252,9 +252,9 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(args: argparse.Namespace, log: logging.Logger) -> int:
     import zmq
 
-    from device import kernels
-    from device.config import profile_config
-    from device.server import DeviceServer
+    from spusim.device import kernels
+    from spusim.device.config import profile_config
+    from spusim.device.server import DeviceServer
     try:
         base = profile_config(args.profile)
         config = replace(base, timing=timing_model(args, base.timing), **device_fields(args))
@@ -298,8 +298,8 @@ def _stop_at_end_of_input(stop: threading.Event, log: logging.Logger) -> None:
 
 def fault_config(args: argparse.Namespace) -> FaultConfig:
     """The faults the fault-injection options ask for (ValueError if inconsistent)."""
-    from device.faults import FaultConfig, Trigger
-    from protocol import FAULT_TRIGGERS
+    from spusim.device.faults import FaultConfig, Trigger
+    from spusim.protocol import FAULT_TRIGGERS
 
     triggers = {name: Trigger(*value) for name in FAULT_TRIGGERS
                 if (value := getattr(args, f"fault_{name}")) is not None}
@@ -310,7 +310,7 @@ def fault_config(args: argparse.Namespace) -> FaultConfig:
 
 def curve_keys(args: argparse.Namespace) -> CurveServerKeys | None:
     """The CURVE key files given, checked (ValueError if unusable); None: no CURVE."""
-    from device.security import CurveServerKeys
+    from spusim.device.security import CurveServerKeys
 
     if args.curve_secret_key_file is None:
         return None

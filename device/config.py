@@ -12,10 +12,10 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from device.converters import Quantizer
-from protocol import INTEGRATORS, MAX_HEADER_BYTES
-from timing import PROFILES as TIMING_PROFILES
-from timing import TimingModel
+from spusim.device.converters import Quantizer
+from spusim.protocol import INTEGRATORS, MAX_HEADER_BYTES
+from spusim.timing import PROFILES as TIMING_PROFILES
+from spusim.timing import TimingModel
 
 DYNAMICS = ("overdamped", "underdamped", "rlc")
 

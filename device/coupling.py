@@ -13,19 +13,19 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
-from device import kernels
-from device.circuits import (
+from spusim.device import kernels
+from spusim.device.circuits import (
     LinearCircuit,
     check_realisable,
     rlc_network,
     underdamped_langevin,
     with_readout_filter,
 )
-from device.config import DeviceConfig
-from device.linear_sde import LinearTransition, transition
-from device.mismatch import Array, deviations, symmetric_deviations
-from device.settling import seen_value
-from device.transition import (
+from spusim.device.config import DeviceConfig
+from spusim.device.linear_sde import LinearTransition, transition
+from spusim.device.mismatch import Array, deviations, symmetric_deviations
+from spusim.device.settling import seen_value
+from spusim.device.transition import (
     ExactTransition,
     FactoredTransition,
     check_euler_step,
@@ -33,7 +33,7 @@ from device.transition import (
     exact_transition,
     factored_transition,
 )
-from protocol import ErrorCode, ProtocolError
+from spusim.protocol import ErrorCode, ProtocolError
 
 # Largest relative asymmetry max|A - A^T| / max|A| accepted as symmetric.
 SYMMETRY_TOLERANCE = 1e-10

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from protocol import FAULT_TRIGGERS
+from spusim.protocol import FAULT_TRIGGERS
 
 
 @dataclass(frozen=True)

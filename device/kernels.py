@@ -279,7 +279,7 @@ def warm_up() -> None:
     exact_modal_run(vec, vec, vec, x, np.zeros((5, n)), vec.copy(), A, 1, rng, True, True, sums,
                     adc)
     exact_factored_run(A, vec, vec, 0.5, 0.1, vec, x, 1, rng, True, True, sums, adc)
-    from device import kernels_linear  # it builds on this module's sampling helpers
+    from spusim.device import kernels_linear  # it builds on this module's sampling helpers
 
     kernels_linear.warm_up()
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from device.kernels import _flush, _sample, _second_moment_buffer, ideal_adc
+from spusim.device.kernels import _flush, _sample, _second_moment_buffer, ideal_adc
 
 # Samples whose noise is formed by one matrix product.
 _NOISE_BATCH = 64

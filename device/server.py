@@ -27,12 +27,12 @@ from typing import Any
 
 import zmq
 
-from device.config import DeviceConfig
-from device.faults import FaultConfig, FaultInjector
-from device.security import CurveServerKeys, secure
-from device.sessions import Claim, Key, LeaseTable, ReplyCache
-from device.spu import EmulatedSPU
-from protocol import (
+from spusim.device.config import DeviceConfig
+from spusim.device.faults import FaultConfig, FaultInjector
+from spusim.device.security import CurveServerKeys, secure
+from spusim.device.sessions import Claim, Key, LeaseTable, ReplyCache
+from spusim.device.spu import EmulatedSPU
+from spusim.protocol import (
     ALLOWED_DTYPES,
     INTEGRATORS,
     MAX_ARRAYS,

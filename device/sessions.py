@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from protocol import ErrorCode, ProtocolError
+from spusim.protocol import ErrorCode, ProtocolError
 
 Key = tuple[str, int]  # (session, request id)
 REPLY_CACHE_ENTRIES = 1024  # replies kept

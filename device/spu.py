@@ -17,20 +17,20 @@ from typing import Any
 
 import numpy as np
 
-from device import kernels, kernels_linear
-from device.config import DeviceConfig
-from device.coupling import (
+from spusim.device import kernels, kernels_linear
+from spusim.device.config import DeviceConfig
+from spusim.device.coupling import (
     CircuitTransition,
     Coupling,
     DenseCoupling,
     FactoredCoupling,
     circuit_transition,
 )
-from device.mismatch import Array, deviations
-from device.settling import Settling, seen_value, settling_samples
-from device.transition import ExactTransition, FactoredTransition
-from protocol import ErrorCode, ProtocolError
-from timing import Phase, SimClock
+from spusim.device.mismatch import Array, deviations
+from spusim.device.settling import Settling, seen_value, settling_samples
+from spusim.device.transition import ExactTransition, FactoredTransition
+from spusim.protocol import ErrorCode, ProtocolError
+from spusim.timing import Phase, SimClock
 
 # Kernel work per chunk of a run (multiply-adds); between chunks a run can be cancelled.
 _CHUNK_WORK = 1 << 22

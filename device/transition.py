@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from protocol import ErrorCode, ProtocolError
+from spusim.protocol import ErrorCode, ProtocolError
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Shared machinery of the training examples (compare_optimizers.py and the sweeps): a list of
-arms (a host.runs.RunSpec and, for TNGD, the daemon's options), each TNGD arm on a fresh
+arms (a spusim.training.runs.RunSpec and, for TNGD, the daemon's options), each TNGD arm on a fresh
 daemon, then a table on stdout, a JSON record and a PNG plot.
 
 Every script: ``--quick`` (fewer iterations, for a smoke run), ``--iterations``, ``--seed``,
@@ -18,10 +18,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from host.client import Device
-from host.data import load_digits
-from host.errors import DeviceError
-from host.runs import (
+from spusim.driver.client import Device
+from spusim.training.data import load_digits
+from spusim.driver.errors import DeviceError
+from spusim.training.runs import (
     DEVICE_OPTIMIZERS,
     Result,
     RunSpec,

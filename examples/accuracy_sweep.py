@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from host import Device, linalg
+from spusim import Device
+from spusim import linalg
 
 N, KAPPA0, SEED = 16, 0.01, 0
 T_SOLVE = 2000.0

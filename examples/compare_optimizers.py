@@ -5,7 +5,7 @@ loss and test accuracy versus iterations and versus simulated time.
 
 TNGD: t = 5 tau and t = 50 tau (the paper's Fig. 3 setting), kappa0 = 0.001, lambda = 0.1,
 lr 0.3; exact NGD and NGD-CG (10 CG iterations) with the same lambda and lr; SGD lr 0.5; Adam
-lr 0.01 (rates from host.runs.DEFAULT_LR). Simulated time: the host's compute at this host's
+lr 0.01 (rates from spusim.training.runs.DEFAULT_LR). Simulated time: the host's compute at this host's
 speed plus the device's phases (docs/timing.md), so the time axis compares this CPU's digital
 optimizers with a device attached to it, not an A100.
 """

@@ -3,7 +3,7 @@
 The bottom layer: it imports neither side. docs/protocol.md is its specification.
 """
 
-from protocol.codec import (
+from spusim.protocol.codec import (
     ALLOWED_DTYPES,
     MAX_ARRAYS,
     MAX_HEADER_BYTES,
@@ -18,8 +18,8 @@ from protocol.codec import (
     encode_reply,
     encode_request,
 )
-from protocol.errors import ErrorCode, ProtocolError
-from protocol.ops import FAULT_TRIGGERS, INTEGRATORS, MAX_LEASE_S, OPS, OpSpec, spec_for
+from spusim.protocol.errors import ErrorCode, ProtocolError
+from spusim.protocol.ops import FAULT_TRIGGERS, INTEGRATORS, MAX_LEASE_S, OPS, OpSpec, spec_for
 
 __all__ = [
     "ALLOWED_DTYPES", "FAULT_TRIGGERS", "INTEGRATORS", "MAX_ARRAYS", "MAX_HEADER_BYTES",

@@ -20,7 +20,7 @@ from typing import Any, cast
 import msgpack
 import numpy as np
 
-from protocol.errors import ErrorCode, ProtocolError
+from spusim.protocol.errors import ErrorCode, ProtocolError
 
 PROTOCOL_VERSION: tuple[int, int] = (1, 1)
 ALLOWED_DTYPES: tuple[str, ...] = ("<f8",)

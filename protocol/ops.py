@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from protocol.errors import ErrorCode, ProtocolError
+from spusim.protocol.errors import ErrorCode, ProtocolError
 
 INTEGRATORS = ("exact", "euler_maruyama")
 # Faults ``inject_fault`` can switch on, each a trigger {"p", "count"} (docs/reliability.md).

@@ -1,6 +1,6 @@
 """Shared fixtures: an in-process daemon (server thread on loopback) and a client for it.
 
-Tests of the daemon as a subprocess use the project's own pytest plugin (host/pytest_plugin.py:
+Tests of the daemon as a subprocess use the project's own pytest plugin (host/hil/plugin.py:
 spu_daemon, spu_device, the spu_config marker), loaded through its pytest11 entry point.
 """
 
@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 import zmq
 
-from device import kernels
-from device.config import DeviceConfig
-from device.server import DeviceServer
-from host import Device
+from spusim.device import kernels
+from spusim.device.config import DeviceConfig
+from spusim.device.server import DeviceServer
+from spusim import Device
 
 pytest_plugins = ["pytester"]  # to run inner pytest sessions that use the spusim plugin
 

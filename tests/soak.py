@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from host import Device, DeviceError
-from protocol import ErrorCode
+from spusim import Device, DeviceError
+from spusim.protocol import ErrorCode
 
 N = 4
 RUN_NS = 10_000  # 100 ADC samples

@@ -18,16 +18,16 @@ import pytest
 from scipy.integrate import solve_ivp
 from scipy.stats import norm
 
-from device.circuits import LinearCircuit, with_readout_filter
-from device.cli import build_parser, device_fields
-from device.config import DeviceConfig
-from device.coupling import FactoredCoupling, circuit_transition
-from device.linear_sde import stationary_covariance, transition
-from device.mismatch import Array, deviations
-from device.settling import Settling, settling_samples
-from device.spu import EmulatedSPU
-from device.transition import exact_transition
-from protocol import ErrorCode, ProtocolError
+from spusim.device.circuits import LinearCircuit, with_readout_filter
+from spusim.device.cli import build_parser, device_fields
+from spusim.device.config import DeviceConfig
+from spusim.device.coupling import FactoredCoupling, circuit_transition
+from spusim.device.linear_sde import stationary_covariance, transition
+from spusim.device.mismatch import Array, deviations
+from spusim.device.settling import Settling, settling_samples
+from spusim.device.spu import EmulatedSPU
+from spusim.device.transition import exact_transition
+from spusim.protocol import ErrorCode, ProtocolError
 from tests import stats, stats_second_order
 
 TAU_NS = 1000

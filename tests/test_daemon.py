@@ -1,6 +1,6 @@
 """The daemon as users start it: a subprocess that prints READY, serves, and exits cleanly.
 
-Most tests take their daemon from the project's own pytest plugin (host/pytest_plugin.py), as
+Most tests take their daemon from the project's own pytest plugin (host/hil/plugin.py), as
 users' hardware-in-the-loop suites do (docs/hil.md); those about a process's own life (signals,
 exit codes, start-up errors) start one themselves.
 """
@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from host import Device, DeviceRestarted, DeviceTimeout, MatrixRejected, linalg
-from host.daemon import DaemonProcess
-from host.pytest_plugin import SpuDaemon
+from spusim import Device, DeviceRestarted, DeviceTimeout, MatrixRejected
+from spusim import linalg
+from spusim.driver.daemon import DaemonProcess
+from spusim.hil.plugin import SpuDaemon
 from tests.test_server import raw_call
 
 pytestmark = pytest.mark.daemon
@@ -63,7 +64,7 @@ def test_sigint_and_shutdown_request_exit_zero(how: str) -> None:
 def test_a_spawned_daemon_does_not_outlive_its_parent() -> None:
     """Device.spawn's daemon watches the pipe on its stdin: when the host process is killed
     (SIGKILL: no cleanup runs), the daemon shuts down instead of living on as an orphan."""
-    script = ("import time\nfrom host.daemon import DaemonProcess\n"
+    script = ("import time\nfrom spusim.driver.daemon import DaemonProcess\n"
               "print(DaemonProcess.start().process.pid, flush=True)\ntime.sleep(600)")
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert parent.stdout is not None
@@ -105,7 +106,7 @@ def test_spu_serve_is_the_daemon() -> None:
                                               (["--allow-remote"], "--curve-secret-key-file")])
 def test_refuses_a_non_loopback_bind_without_the_flag_and_curve(flags: list[str],
                                                                 needs: str) -> None:
-    result = subprocess.run([sys.executable, "-m", "device", "serve", "--bind",
+    result = subprocess.run([sys.executable, "-m", "spusim.device", "serve", "--bind",
                              "tcp://0.0.0.0:0", *flags], capture_output=True, text=True,
                             timeout=30)
     assert result.returncode == 2
@@ -140,7 +141,7 @@ def test_a_crash_in_the_middle_of_a_run_times_out_and_the_restart_is_reported(
 
 
 def test_spawn_reports_a_daemon_that_cannot_start() -> None:
-    from host import DaemonStartError
+    from spusim import DaemonStartError
 
     with pytest.raises(DaemonStartError, match="kappa0"):
         Device.spawn(kappa0=-1.0)

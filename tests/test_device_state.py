@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from device.config import DeviceConfig
-from device.spu import EmulatedSPU
-from protocol import ErrorCode, ProtocolError
+from spusim.device.config import DeviceConfig
+from spusim.device.spu import EmulatedSPU
+from spusim.protocol import ErrorCode, ProtocolError
 
 A2 = np.array([[3.0, 2.0], [2.0, 4.0]])
 

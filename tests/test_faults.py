@@ -12,10 +12,10 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from device.cli import build_parser, fault_config
-from device.faults import FaultConfig, FaultInjector, Trigger
-from host import Device, DeviceBusy, DeviceInternalError, DeviceRestarted, InvalidRequest
-from protocol import FAULT_TRIGGERS, OPS, ErrorCode
+from spusim.device.cli import build_parser, fault_config
+from spusim.device.faults import FaultConfig, FaultInjector, Trigger
+from spusim import Device, DeviceBusy, DeviceInternalError, DeviceRestarted, InvalidRequest
+from spusim.protocol import FAULT_TRIGGERS, OPS, ErrorCode
 from tests.conftest import ServedDevice
 
 A3 = np.array([[2.0, 0.5, 0.0], [0.5, 1.5, 0.3], [0.0, 0.3, 1.0]])

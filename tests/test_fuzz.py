@@ -21,8 +21,8 @@ import zmq
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from host import Device
-from protocol import OPS, ErrorCode, decode_reply, encode_request
+from spusim import Device
+from spusim.protocol import OPS, ErrorCode, decode_reply, encode_request
 from tests.conftest import ServedDevice
 
 EXCLUDED_OPS = frozenset({"shutdown", "acquire"})

@@ -13,9 +13,9 @@ import itertools
 import numpy as np
 import pytest
 
-from host import curvature
-from host.data import Batch, batches, load_digits
-from host.models import (
+from spusim.training import curvature
+from spusim.training.data import Batch, batches, load_digits
+from spusim.training.models import (
     Network,
     cnn,
     cross_entropy,
@@ -153,7 +153,7 @@ def test_curvature_factors_and_matrix_free_products_agree(kind: str, batch: Batc
 
 
 def test_models_refuse_layers_that_do_not_chain() -> None:
-    from host.layers import Activation, Dense
+    from spusim.training.layers import Activation, Dense
 
     with pytest.raises(ValueError, match="do not chain"):
         Network([Dense(4, 3), Activation(5)])

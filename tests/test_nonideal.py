@@ -8,14 +8,14 @@ import pytest
 from scipy.linalg import expm
 from scipy.stats import norm
 
-from device.config import DeviceConfig, profile_config
-from device.converters import Quantizer
-from device.coupling import DenseCoupling, FactoredCoupling
-from device.mismatch import Array, deviations
-from device.spu import EmulatedSPU
-from protocol import ErrorCode, ProtocolError
+from spusim.device.config import DeviceConfig, profile_config
+from spusim.device.converters import Quantizer
+from spusim.device.coupling import DenseCoupling, FactoredCoupling
+from spusim.device.mismatch import Array, deviations
+from spusim.device.spu import EmulatedSPU
+from spusim.protocol import ErrorCode, ProtocolError
 from tests import stats
-from timing import ConverterModel, TimingModel
+from spusim.timing import ConverterModel, TimingModel
 
 A4 = stats.spd_matrix(np.array([0.5, 1.0, 2.0, 4.0]), seed=4)
 

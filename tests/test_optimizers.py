@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from host import curvature
-from host.data import batches, load_digits
-from host.models import mlp
-from host.optimizers import (
+from spusim.training import curvature
+from spusim.training.data import batches, load_digits
+from spusim.training.models import mlp
+from spusim.training.optimizers import (
     NGDCG,
     ExactNGD,
     Gradient,
@@ -18,8 +18,8 @@ from host.optimizers import (
     conjugate_gradient,
     ngd,
 )
-from host.schedules import exponential_decay, value, warmup
-from host.updates import SGD, Adam
+from spusim.training.schedules import exponential_decay, value, warmup
+from spusim.training.updates import SGD, Adam
 from tests.training_support import one_blas_thread  # noqa: F401  (autouse)
 
 

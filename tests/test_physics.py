@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy.linalg import expm
 
-from device.config import DeviceConfig
-from device.spu import EmulatedSPU
+from spusim.device.config import DeviceConfig
+from spusim.device.spu import EmulatedSPU
 from tests import stats
 
 KAPPA0 = 0.05

@@ -6,7 +6,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from protocol import (
+from spusim.protocol import (
     OPS,
     PROTOCOL_VERSION,
     ErrorCode,

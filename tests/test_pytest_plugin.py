@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from host.pytest_plugin import SpuDaemon
+from spusim.hil.plugin import SpuDaemon
 
 pytestmark = pytest.mark.daemon
 

@@ -14,9 +14,9 @@ from scipy.integrate import quad_vec
 from scipy.linalg import block_diag, expm
 from scipy.stats import norm
 
-from device import circuits, kernels_linear, linear_sde
-from device.kernels import ideal_adc
-from device.kernels_linear import linear_sde_run
+from spusim.device import circuits, kernels_linear, linear_sde
+from spusim.device.kernels import ideal_adc
+from spusim.device.kernels_linear import linear_sde_run
 from tests import stats
 from tests import stats_second_order as stats2
 

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from device.config import DeviceConfig, profile_config
-from device.coupling import DenseCoupling, circuit_transition
-from device.linear_sde import stationary_covariance
-from device.mismatch import Array, deviations
-from device.spu import EmulatedSPU
-from protocol import ErrorCode, ProtocolError
+from spusim.device.config import DeviceConfig, profile_config
+from spusim.device.coupling import DenseCoupling, circuit_transition
+from spusim.device.linear_sde import stationary_covariance
+from spusim.device.mismatch import Array, deviations
+from spusim.device.spu import EmulatedSPU
+from spusim.protocol import ErrorCode, ProtocolError
 from tests import stats, stats_second_order
 
 KAPPA0 = 0.05

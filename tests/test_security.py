@@ -12,10 +12,10 @@ import pytest
 import zmq
 import zmq.auth
 
-from device.cli import build_parser, security_problem
-from device.security import CurveServerKeys
-from host import Device, DeviceTimeout, InvalidRequest
-from protocol import MAX_SESSION_CHARS, ErrorCode, MalformedRequest, decode_request
+from spusim.device.cli import build_parser, security_problem
+from spusim.device.security import CurveServerKeys
+from spusim import Device, DeviceTimeout, InvalidRequest
+from spusim.protocol import MAX_SESSION_CHARS, ErrorCode, MalformedRequest, decode_request
 from tests.conftest import ServedDevice
 
 ROOT = Path(__file__).resolve().parent.parent

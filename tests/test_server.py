@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import zmq
 
-from device import kernels
-from host import (
+from spusim.device import kernels
+from spusim import (
     Device,
     DeviceRestarted,
     DeviceStateError,
@@ -20,8 +20,8 @@ from host import (
     MatrixRejected,
     linalg,
 )
-from host.transport import Transport
-from protocol import ErrorCode, decode_reply, encode_request
+from spusim.driver.transport import Transport
+from spusim.protocol import ErrorCode, decode_reply, encode_request
 from tests import stats
 from tests.conftest import ServedDevice
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import zmq
 
-from device.sessions import Claim, LeaseTable, ReplyCache
-from host import Device, DeviceLeased, InvalidRequest, LeaseExpired, ReplyLost
-from host.errors import error_from_reply
-from protocol import ErrorCode, ProtocolError, decode_reply, encode_request
+from spusim.device.sessions import Claim, LeaseTable, ReplyCache
+from spusim import Device, DeviceLeased, InvalidRequest, LeaseExpired, ReplyLost
+from spusim.driver.errors import error_from_reply
+from spusim.protocol import ErrorCode, ProtocolError, decode_reply, encode_request
 from tests.conftest import ServedDevice
 
 A2 = np.array([[2.0, 0.5], [0.5, 1.0]])

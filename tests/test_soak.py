@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from host.pytest_plugin import SpuDaemon
+from spusim.hil.plugin import SpuDaemon
 from tests.soak import SoakReport, soak
 
 pytestmark = pytest.mark.daemon

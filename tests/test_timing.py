@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from timing import ConverterModel, LinkModel, Phase, SimClock, TimingModel
+from spusim.timing import ConverterModel, LinkModel, Phase, SimClock, TimingModel
 
 
 def tngd_upload_values(n: int, batch: int = 64, outputs: int = 10) -> int:
@@ -46,10 +46,10 @@ def test_analog_time_is_the_run_itself_and_the_clock_only_moves_forward() -> Non
 
 # --- the hybrid loop ----------------------------------------------------------------------------
 
-from timing.digital import ACCELERATORS, Measured, Roofline, Work  # noqa: E402
-from timing.optimizers import OPTIMIZERS, Problem, digital_work, estimate  # noqa: E402
-from timing.pipeline import IterationCosts, schedule  # noqa: E402
-from timing.report import breakdown_table, chrome_trace, schedule_spans  # noqa: E402
+from spusim.timing.digital import ACCELERATORS, Measured, Roofline, Work  # noqa: E402
+from spusim.timing.optimizers import OPTIMIZERS, Problem, digital_work, estimate  # noqa: E402
+from spusim.timing.pipeline import IterationCosts, schedule  # noqa: E402
+from spusim.timing.report import breakdown_table, chrome_trace, schedule_spans  # noqa: E402
 
 UPLOAD = {Phase.TRANSFER_IN: 100, Phase.DAC: 10}
 READOUT = {Phase.ADC: 5, Phase.TRANSFER_OUT: 20}
@@ -157,7 +157,7 @@ def test_call_latency_counts_sequential_model_calls() -> None:
 
 def test_the_loop_clock_advances_one_iteration_at_a_time() -> None:
     """Iterations with different digital times, added one by one, as a training loop would."""
-    from timing.pipeline import LoopClock
+    from spusim.timing.pipeline import LoopClock
 
     costs = [IterationCosts(d, UPLOAD, 300, READOUT) for d in (1000, 50, 2000, 50)]
     clock = LoopClock()

@@ -24,14 +24,15 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from host import Device, curvature
-from host.data import Batch, batches, load_digits
-from host.models import Network, mlp
-from host.optimizers import ExactNGD, ngd
-from host.tngd import ThermodynamicNGD, tngd
-from host.updates import Adam
+from spusim import Device
+from spusim.training import curvature
+from spusim.training.data import Batch, batches, load_digits
+from spusim.training.models import Network, mlp
+from spusim.training.optimizers import ExactNGD, ngd
+from spusim.training.tngd import ThermodynamicNGD, tngd
+from spusim.training.updates import Adam
 from tests.training_support import one_blas_thread  # noqa: F401  (autouse)
-from timing.model import LinkModel
+from spusim.timing.model import LinkModel
 
 pytestmark = pytest.mark.daemon
 DAMPING = 0.5

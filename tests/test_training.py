@@ -8,17 +8,17 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from host import Device
-from host.data import load_digits
-from host.models import mlp
-from host.optimizers import ngd, sgd
-from host.tngd import tngd
-from host.training import History, train
+from spusim import Device
+from spusim.training.data import load_digits
+from spusim.training.models import mlp
+from spusim.training.optimizers import ngd, sgd
+from spusim.training.tngd import tngd
+from spusim.training.loop import History, train
 from tests.training_support import one_blas_thread  # noqa: F401  (autouse)
-from timing.digital import Measured
-from timing.model import Phase
-from timing.pipeline import IterationCosts, LoopClock
-from timing.serial import SerialClock
+from spusim.timing.digital import Measured
+from spusim.timing.model import Phase
+from spusim.timing.pipeline import IterationCosts, LoopClock
+from spusim.timing.serial import SerialClock
 
 CHANCE = 0.1  # ten balanced classes
 

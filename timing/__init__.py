@@ -3,6 +3,6 @@
 A pure leaf: imported by device/ (to advance the device clock) and host/ (to predict it).
 """
 
-from timing.model import PROFILES, ConverterModel, LinkModel, Phase, SimClock, TimingModel
+from spusim.timing.model import PROFILES, ConverterModel, LinkModel, Phase, SimClock, TimingModel
 
 __all__ = ["PROFILES", "ConverterModel", "LinkModel", "Phase", "SimClock", "TimingModel"]

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from timing.digital import Roofline, Work
-from timing.model import Phase, TimingModel
-from timing.pipeline import IterationCosts, Schedule, schedule
+from spusim.timing.digital import Roofline, Work
+from spusim.timing.model import Phase, TimingModel
+from spusim.timing.pipeline import IterationCosts, Schedule, schedule
 
 FLOAT_BYTES = 4
 OPTIMIZERS = ("sgd", "adam", "ngd", "ngd-cg", "ngd-woodbury", "tngd")

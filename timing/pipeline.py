@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from timing.model import Phase
+from spusim.timing.model import Phase
 
 HOST, DEVICE = "host", "device"
 DELAY_LANE = "device-delay"  # the analog state drifting on while the device lane converts

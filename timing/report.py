@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from timing.pipeline import Schedule
+from spusim.timing.pipeline import Schedule
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ instead, in which digital(k) overlaps the device's work. All times are integer n
 
 from __future__ import annotations
 
-from timing.model import Phase
-from timing.pipeline import IterationCosts
+from spusim.timing.model import Phase
+from spusim.timing.pipeline import IterationCosts
 
 
 class SerialClock:

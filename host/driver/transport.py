@@ -22,8 +22,8 @@ import numpy as np
 import zmq
 import zmq.auth
 
-from host.errors import DeviceError, DeviceTimeout
-from protocol import ProtocolError, Reply, decode_reply, encode_request
+from spusim.driver.errors import DeviceError, DeviceTimeout
+from spusim.protocol import ProtocolError, Reply, decode_reply, encode_request
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from timing import PROFILES, Phase
-from timing.digital import Roofline
-from timing.optimizers import COMPLEXITY, OPTIMIZERS, IterationEstimate, Problem, estimate
-from timing.report import format_ns, schedule_spans, write_chrome_trace
+from spusim.timing import PROFILES, Phase
+from spusim.timing.digital import Roofline
+from spusim.timing.optimizers import COMPLEXITY, OPTIMIZERS, IterationEstimate, Problem, estimate
+from spusim.timing.report import format_ns, schedule_spans, write_chrome_trace
 
 LABELS = {"sgd": "SGD", "adam": "Adam", "ngd": "exact NGD", "ngd-cg": "NGD-CG",
           "ngd-woodbury": "NGD-Woodbury", "tngd": "TNGD"}

@@ -11,7 +11,7 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-from host.runs import DEFAULT_LR, DEVICE_OPTIMIZERS, MODELS, OPTIMIZERS, RunSpec
+from spusim.training.runs import DEFAULT_LR, DEVICE_OPTIMIZERS, MODELS, OPTIMIZERS, RunSpec
 
 DESCRIPTION = """\
 Train a model on the digits data (1347 training, 450 test images of 8 x 8 pixels, 10 classes)
@@ -80,9 +80,9 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     """Run ``spu train`` with parsed ``args``; returns the exit code."""
-    from host.client import Device
-    from host.data import load_digits
-    from host.runs import one_blas_thread, plot, record, run, summary_table, write_json
+    from spusim.driver.client import Device
+    from spusim.training.data import load_digits
+    from spusim.training.runs import one_blas_thread, plot, record, run, summary_table, write_json
 
     spec = RunSpec(model=args.model, optimizer=args.optimizer, iterations=args.iterations,
                    batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,

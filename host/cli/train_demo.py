@@ -7,9 +7,9 @@ import sys
 import time
 from typing import TextIO
 
-from host.client import Device
-from host.data import load_digits
-from host.runs import Result, RunSpec, one_blas_thread, plot, run, summary_table
+from spusim.driver.client import Device
+from spusim.training.data import load_digits
+from spusim.training.runs import Result, RunSpec, one_blas_thread, plot, run, summary_table
 
 DEMO_KAPPA0 = 0.001  # thermal noise of the demo's device (the daemon's default is 0.01)
 

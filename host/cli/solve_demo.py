@@ -8,10 +8,10 @@ from typing import TextIO
 
 import numpy as np
 
-from host import linalg
-from host.client import Device
-from host.progress import ProgressBar
-from timing.report import breakdown_table
+from spusim import linalg
+from spusim.driver.client import Device
+from spusim.training.progress import ProgressBar
+from spusim.timing.report import breakdown_table
 
 
 def demo_problem(n: int, condition: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,6 +1,6 @@
 """Models in numpy with exact per-sample Jacobians, trained with softmax cross-entropy.
 
-The optimizers (host/optimizers.py, host/tngd.py) see a model only through two small
+The optimizers (host/training/optimizers.py, host/training/tngd.py) see a model only through two small
 protocols, so a model from another framework can plug in by implementing them:
 
 - :class:`Model`: ``n_params`` N, ``n_outputs`` d_z, ``params`` (N,) (get and set),
@@ -11,7 +11,7 @@ protocols, so a model from another framework can plug in by implementing them:
   (b, d_z, d_z) with respect to each sample's outputs z_i, Jacobian-vector and vector-Jacobian
   products. The loss is l = (1/b) sum_i L(y_i, z_i), so the GGN is G = (1/b) J_f^T H_L J_f.
 
-:class:`Network` is a stack of host/layers.py layers with softmax cross-entropy on its logits,
+:class:`Network` is a stack of host/training/layers.py layers with softmax cross-entropy on its logits,
 L(y, z) = logsumexp(z) - z_y, whose Hessian is diag(p) - p p^T with p = softmax(z).
 """
 
@@ -23,8 +23,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from host.data import Batch
-from host.layers import Activation, Conv2d, Dense, Layer
+from spusim.training.data import Batch
+from spusim.training.layers import Activation, Conv2d, Dense, Layer
 
 
 class Linearization(Protocol):

@@ -4,7 +4,7 @@ Installed with the package (entry point ``pytest11``), so any test suite in an e
 spusim is installed can use:
 
 Fixtures
-    ``spu_device``  a :class:`~host.Device` connected to ``spu_daemon`` and reset (nothing
+    ``spu_device``  a :class:`~spusim.Device` connected to ``spu_daemon`` and reset (nothing
         programmed, start-up faults restored) before the test; closed after it.
     ``spu_daemon``  the test's daemon (:class:`SpuDaemon`): a subprocess on a free loopback port,
         started once per distinct configuration and kept for the session, stopped cleanly at
@@ -36,9 +36,9 @@ from typing import Any
 
 import pytest
 
-from host.client import Device
-from host.daemon import DaemonProcess
-from host.errors import DeviceError, DeviceRestarted
+from spusim.driver.client import Device
+from spusim.driver.daemon import DaemonProcess
+from spusim.driver.errors import DeviceError, DeviceRestarted
 
 MARKER = "spu_config"
 _LOG_LINES = 200  # at most this many daemon log lines are attached to a failure

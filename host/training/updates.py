@@ -1,5 +1,5 @@
 """Update rules: how a step direction (a gradient, or a natural-gradient estimate) moves the
-parameters. Every hyperparameter is a number or a schedule (host/schedules.py) of the rule's own
+parameters. Every hyperparameter is a number or a schedule (host/training/schedules.py) of the rule's own
 step count (0, 1, 2, ...).
 
 - :class:`SGD`: v <- mu v + d, theta <- theta - eta v (PyTorch's convention, no dampening).
@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from host.schedules import Schedule, value
+from spusim.training.schedules import Schedule, value
 
 
 class UpdateRule(Protocol):

@@ -1,7 +1,7 @@
 """Thermodynamic natural gradient descent (TNGD, arXiv 2405.13817, Algorithm 1) on an SPU.
 
 Each step the host computes the gradient g and the curvature in factored form C = J^T H J (the
-GGN: J = J_f ((b d_z) x N), H = H_L / b; or the empirical Fisher; host/curvature.py) and the
+GGN: J = J_f ((b d_z) x N), H = H_L / b; or the empirical Fisher; host/training/curvature.py) and the
 device solves (C + lambda I) x = g by letting its state relax under
 
     dx = -((C + lambda I) x - g) dt/tau + sqrt(2 kappa0/tau) dW        (Eq. 15, damping explicit)
@@ -40,14 +40,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from host.client import Device
-from host.curvature import CURVATURES, Factors, factors
-from host.models import Linearization
-from host.optimizers import Direction, Optimizer
-from host.schedules import Schedule, value
-from host.updates import SGD, Adam, UpdateRule
-from timing.model import Phase
-from timing.pipeline import IterationCosts
+from spusim.driver.client import Device
+from spusim.training.curvature import CURVATURES, Factors, factors
+from spusim.training.models import Linearization
+from spusim.training.optimizers import Direction, Optimizer
+from spusim.training.schedules import Schedule, value
+from spusim.training.updates import SGD, Adam, UpdateRule
+from spusim.timing.model import Phase
+from spusim.timing.pipeline import IterationCosts
 
 READOUTS = ("final", "average")
 

@@ -7,9 +7,9 @@
         device.run(device.duration_ns(500.0))                  # record 500 tau of samples
         mean = device.read().mean
 
-Every call validates the reply, raises a typed :mod:`host.errors` exception on failure, tracks
+Every call validates the reply, raises a typed :mod:`spusim.driver.errors` exception on failure, tracks
 the device's simulated clock (:attr:`Device.sim_time_ns`) and notices a daemon restart (a new
-boot id) as :class:`~host.errors.DeviceRestarted`. Timeouts grow with the work a call asks for.
+boot id) as :class:`~spusim.driver.errors.DeviceRestarted`. Timeouts grow with the work a call asks for.
 A timed-out call is retried when that is safe: always for idempotent ops, and for every op when
 the daemon deduplicates requests (protocol >= 1.1); BUSY is retried after a back-off.
 :meth:`Device.lease` keeps other clients off the device (docs/hil.md).
@@ -28,11 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from host.daemon import DaemonProcess
-from host.errors import DeviceLeased, DeviceRestarted, InvalidRequest, error_from_reply
-from host.transport import CurveClientKeys, Transport
-from protocol import FAULT_TRIGGERS, ErrorCode, Reply, spec_for
-from timing.report import Span, write_chrome_trace
+from spusim.driver.daemon import DaemonProcess
+from spusim.driver.errors import DeviceLeased, DeviceRestarted, InvalidRequest, error_from_reply
+from spusim.driver.transport import CurveClientKeys, Transport
+from spusim.protocol import FAULT_TRIGGERS, ErrorCode, Reply, spec_for
+from spusim.timing.report import Span, write_chrome_trace
 
 # Spans of device time kept for traces: a long training run would otherwise grow without bound.
 TIMELINE_SPANS = 200_000
@@ -120,7 +120,7 @@ class Device:
         """Start a private daemon on a free loopback port, connect, and stop it on close.
 
         ``config`` are daemon options by their flag names (``cells``, ``kappa0``,
-        ``integrator``, ``seed``, ``threads``, ...; see ``python -m device serve --help``).
+        ``integrator``, ``seed``, ``threads``, ...; see ``python -m spusim.device serve --help``).
         """
         process = DaemonProcess.start(start_timeout=start_timeout, **config)
         try:
@@ -308,7 +308,7 @@ class Device:
         client's last request, other sessions' device ops are refused (LEASED).
 
         wait_s: keep trying, with back-off, this long while another session holds it; then
-        :class:`~host.errors.DeviceLeased`. Acquiring a lease already held renews it.
+        :class:`~spusim.driver.errors.DeviceLeased`. Acquiring a lease already held renews it.
         """
         deadline, backoff = time.monotonic() + wait_s, _BACKOFF_S
         while True:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from host.client import Device, Readout, as_float64
+from spusim.driver.client import Device, Readout, as_float64
 
 Progress = Callable[[int, int], None]  # called with (blocks done, blocks in all)
 

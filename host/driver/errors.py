@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from protocol import ErrorCode
+from spusim.protocol import ErrorCode
 
 
 class DeviceError(Exception):

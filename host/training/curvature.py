@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from host.models import Linearization
+from spusim.training.models import Linearization
 
 CURVATURES = ("ggn", "fisher")
 

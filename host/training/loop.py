@@ -1,4 +1,4 @@
-"""The training loop: any optimizer of host/optimizers.py or host/tngd.py on a model, with both
+"""The training loop: any optimizer of host/training/optimizers.py or host/training/tngd.py on a model, with both
 clocks recorded every iteration.
 
     history = train(model, optimizer, load_digits(), iterations=200, batch_size=64)
@@ -16,7 +16,7 @@ host's wall time of the step, and the simulated time:
   timing.serial.SerialClock (Algorithm 1, synchronous) or timing.pipeline.LoopClock
   (``pipelined=True``, Fig. 1); sim_time_ns is its running total.
 
-TNGD records also carry the device's report (host/tngd.py's DeviceStep: phase times, clipped
+TNGD records also carry the device's report (host/training/tngd.py's DeviceStep: phase times, clipped
 converter values, samples).
 """
 
@@ -28,13 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from host.data import Dataset, batches
-from host.models import Model
-from host.optimizers import Optimizer, StepReport
-from host.tngd import DeviceStep
-from timing.digital import Measured
-from timing.pipeline import LoopClock
-from timing.serial import SerialClock
+from spusim.training.data import Dataset, batches
+from spusim.training.models import Model
+from spusim.training.optimizers import Optimizer, StepReport
+from spusim.training.tngd import DeviceStep
+from spusim.timing.digital import Measured
+from spusim.timing.pipeline import LoopClock
+from spusim.timing.serial import SerialClock
 
 
 @dataclass(frozen=True)

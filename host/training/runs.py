@@ -22,14 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from host.client import Device
-from host.data import Dataset
-from host.models import Network, cnn, mlp, softmax_regression
-from host.optimizers import Optimizer, adam, ngd, ngd_cg, ngd_woodbury, sgd
-from host.progress import ProgressBar
-from host.tngd import tngd
-from host.training import History, train
-from host.updates import Adam
+from spusim.driver.client import Device
+from spusim.training.data import Dataset
+from spusim.training.models import Network, cnn, mlp, softmax_regression
+from spusim.training.optimizers import Optimizer, adam, ngd, ngd_cg, ngd_woodbury, sgd
+from spusim.training.progress import ProgressBar
+from spusim.training.tngd import tngd
+from spusim.training.loop import History, train
+from spusim.training.updates import Adam
 
 MODELS = ("softmax", "mlp", "cnn")
 OPTIMIZERS = ("sgd", "adam", "ngd", "ngd-cg", "ngd-woodbury", "tngd", "tngd-adam")
@@ -43,7 +43,7 @@ DEFAULT_LR = {"sgd": 0.5, "adam": 0.01, "ngd": 0.3, "ngd-cg": 0.3, "ngd-woodbury
 class RunSpec:
     """One training run. lr None: DEFAULT_LR of the optimizer. damping: lambda of the NGD
     family; t, delay: TNGD's analog time and delay t_d (units of tau); cg_iterations: NGD-CG's
-    c; readout, warm_start, integrator: host/tngd.py's. seed: model initialisation, batch
+    c; readout, warm_start, integrator: host/training/tngd.py's. seed: model initialisation, batch
     order and the device's noise stream. eval_every: iterations between test-set
     evaluations."""
 

@@ -1,6 +1,6 @@
 """``spu``: the command line of spusim.
 
-    spu serve [options]        run the device daemon (same as ``python -m device serve``)
+    spu serve [options]        run the device daemon (same as ``python -m spusim.device serve``)
     spu status --connect URL   show a running daemon's identity, configuration and state
     spu demo                   start a private daemon, train an MLP with TNGD and Adam on it
     spu demo --solve           start a private daemon and solve a linear system on it
@@ -14,10 +14,10 @@ import argparse
 import os
 import sys
 
-from host.errors import DeviceError
-from timing import PROFILES
-from timing.digital import ACCELERATORS, Roofline
-from timing.optimizers import Problem
+from spusim.driver.errors import DeviceError
+from spusim.timing import PROFILES
+from spusim.timing.digital import ACCELERATORS, Roofline
+from spusim.timing.optimizers import Problem
 
 EPILOG = ("The device daemon and the host library meet only on the wire (docs/protocol.md). "
           "See README.md for the architecture.")
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="sampling time, units of tau")
     solve.add_argument("--trace", metavar="PATH",
                        help="write the device's timeline as Chrome Trace JSON (Perfetto)")
-    from host.train_cli import add_parser as add_train_parser
+    from spusim.cli.train import add_parser as add_train_parser
 
     add_train_parser(commands)
     timing = commands.add_parser(
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["serve"]:
         # Become the daemon process itself, so signals and the exit code are the daemon's.
-        os.execv(sys.executable, [sys.executable, "-m", "device", *argv])
+        os.execv(sys.executable, [sys.executable, "-m", "spusim.device", *argv])
     args = build_parser().parse_args(argv)
     try:
         if args.command == "status":
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "timing":
             return _timing(args)
         if args.command == "train":
-            from host.train_cli import main as train_main
+            from spusim.cli.train import main as train_main
 
             return train_main(args)
         return _demo(args)
@@ -108,19 +108,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     if args.solve:
-        from host.demo import run_demo
+        from spusim.cli.solve_demo import run_demo
 
         run_demo(n=args.n, condition=args.condition, t_sample=args.t_sample, seed=args.seed,
                  trace=args.trace)
     else:
-        from host.train_demo import run_training_demo
+        from spusim.cli.train_demo import run_training_demo
 
         run_training_demo(iterations=args.iterations, plot_path=args.plot, seed=args.seed)
     return 0
 
 
 def _timing(args: argparse.Namespace) -> int:
-    from host import timing_report
+    from spusim.cli import timing_report
 
     problem = Problem(n_params=int(args.sizes[-1]), batch=args.batch, outputs=args.outputs,
                       cg_iterations=args.cg_iterations, analog_tau=args.analog_tau,
@@ -147,7 +147,7 @@ def _timing(args: argparse.Namespace) -> int:
 
 
 def _status(endpoint: str, timeout: float) -> int:
-    from host.client import Device
+    from spusim.driver.client import Device
 
     with Device.connect(endpoint, timeout=timeout, retries=0) as device:
         info, state = device.info, device.status()

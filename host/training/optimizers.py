@@ -2,7 +2,7 @@
 
 An :class:`Optimizer` step linearizes the model on the batch (loss, gradient g), asks its
 preconditioner for a direction d, and moves the parameters with its update rule
-(host/updates.py). The preconditioners:
+(host/training/updates.py). The preconditioners:
 
 - :class:`Gradient`: d = g (SGD and Adam).
 - :class:`ExactNGD`: d = (C + lambda I)^-1 g by a Cholesky factorisation of the dense N x N
@@ -11,10 +11,10 @@ preconditioner for a direction d, and moves the parameters with its update rule
   with C through a JVP and a VJP: C is never formed (section 3.1).
 - :class:`NGDWoodbury`: the Woodbury identity on C = J^T H J, (C + lambda I)^-1 =
   lambda^-1 I - lambda^-2 J^T (I + lambda^-1 H J J^T)^-1 H J: O(m^2 N + m^3) (Eqs. 10-12).
-- host/tngd.py's ThermodynamicNGD: the SPU's estimate of (C + lambda I)^-1 g.
+- host/training/tngd.py's ThermodynamicNGD: the SPU's estimate of (C + lambda I)^-1 g.
 
-C is the GGN or the empirical Fisher (host/curvature.py). Hyperparameters are numbers or
-schedules of the optimizer's step (host/schedules.py). A step returns a :class:`StepReport`
+C is the GGN or the empirical Fisher (host/training/curvature.py). Hyperparameters are numbers or
+schedules of the optimizer's step (host/training/schedules.py). A step returns a :class:`StepReport`
 with the host's time split into digital work and waiting for a device.
 """
 
@@ -28,16 +28,16 @@ from typing import Any, Protocol
 import numpy as np
 import scipy.linalg
 
-from host import curvature
-from host.models import Linearization, Model
-from host.schedules import Schedule, value
-from host.updates import SGD, Adam, UpdateRule
+from spusim.training import curvature
+from spusim.training.models import Linearization, Model
+from spusim.training.schedules import Schedule, value
+from spusim.training.updates import SGD, Adam, UpdateRule
 
 
 @dataclass(frozen=True)
 class Direction:
     """What a preconditioner returns: the direction d (N,), scalar diagnostics, and for a
-    device the report of its calls (host/tngd.py's DeviceStep) and the host seconds spent
+    device the report of its calls (host/training/tngd.py's DeviceStep) and the host seconds spent
     waiting for them (not digital work)."""
 
     vector: np.ndarray

@@ -1,4 +1,4 @@
-"""Start and stop a private device daemon as a subprocess (``python -m device serve``).
+"""Start and stop a private device daemon as a subprocess (``python -m spusim.device serve``).
 
 The host never imports the device package: it launches it as a separate process, exactly as it
 would a real device's driver service, and talks to it over the wire.
@@ -16,18 +16,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from host.errors import DaemonStartError
+from spusim.driver.errors import DaemonStartError
 
 READY_PREFIX = "READY "
 
 
 def daemon_command(bind: str = "tcp://127.0.0.1:0", **config: Any) -> list[str]:
-    """The command line of ``python -m device serve`` with ``config`` as flags.
+    """The command line of ``python -m spusim.device serve`` with ``config`` as flags.
 
     ``kappa0=0.1`` becomes ``--kappa0 0.1``; ``allow_remote=True`` becomes ``--allow-remote``;
     a list or tuple repeats the flag (``fault_stuck_cell=["0=1", "3"]``).
     """
-    command = [sys.executable, "-m", "device", "serve", "--bind", bind]
+    command = [sys.executable, "-m", "spusim.device", "serve", "--bind", bind]
     for key, value in config.items():
         flag = "--" + key.replace("_", "-")
         if value is True:
@@ -79,7 +79,7 @@ class DaemonProcess:
 
     def restart(self, start_timeout: float = 120.0) -> None:
         """Stop this daemon if it still runs, and start a new one with the same options on the
-        same endpoint (a new boot id: clients see :class:`~host.errors.DeviceRestarted`)."""
+        same endpoint (a new boot id: clients see :class:`~spusim.driver.errors.DeviceRestarted`)."""
         self.stop()
         fresh = DaemonProcess.start(start_timeout, **{**self.config, "bind": self.endpoint})
         self.process, self.log_path = fresh.process, fresh.log_path
