@@ -478,6 +478,11 @@ class DeviceServer:
                 return result, self.faults.corrupt_readout(read_arrays)
             case "reset":
                 return spu.reset()
+            case "solve_factored":
+                result, solved = spu.solve_factored(arrays["J"], arrays["H"], arrays["b"],
+                                                    x=arrays.get("x"), **args,
+                                                    cancel=self._cancel)
+                return result, self.faults.corrupt_readout(solved)
         raise AssertionError(f"op {request.op} has no handler")
 
 

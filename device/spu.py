@@ -118,6 +118,12 @@ class EmulatedSPU:
                          reset_state: bool = False, integrator: str | None = None) -> Result:
         """Program the coupling J^T H J + damping I from J (m, N) and H (m, m). Runs use
         Euler-Maruyama unless ``integrator`` is "exact" (uniform damping, no readout filter)."""
+        return self._install(self._factored(J, H, damping, integrator), reset_state,
+                             integrator or "euler_maruyama")
+
+    def _factored(self, J: np.ndarray, H: np.ndarray, damping: float,
+                  integrator: str | None) -> FactoredCoupling:
+        """The factored coupling as this chip realises it, checked for ``integrator``."""
         if self.config.dynamics != "overdamped":
             raise ProtocolError(ErrorCode.BAD_ARGUMENT, "factored programming runs on "
                                 "overdamped cells only (second-order cells need the dense "
@@ -125,7 +131,69 @@ class EmulatedSPU:
         coupling = FactoredCoupling.program(J, H, damping, self.config)
         if integrator == "exact" and (reason := coupling.exact_unavailable(self.config)):
             raise ProtocolError(ErrorCode.BAD_ARGUMENT, reason, integrator=integrator)
-        return self._install(coupling, reset_state, integrator or "euler_maruyama")
+        return coupling
+
+    def solve_factored(self, J: np.ndarray, H: np.ndarray, b: np.ndarray, damping: float,
+                       record_ns: int, x: np.ndarray | None = None,
+                       integrator: str | None = None, delay_ns: int = 0, burn_ns: int = 0,
+                       seed: int | None = None,
+                       cancel: threading.Event | None = None) -> Result:
+        """One TNGD step in one request, doing exactly what these ops would do in turn:
+        run(delay_ns, record=false) under the coupling programmed before (if delay_ns > 0),
+        program_factored(J, H, damping, integrator), set_bias(b), set_state(x) (if x is
+        given), run(burn_ns, record=false) (if burn_ns > 0), run(record_ns, clear=true),
+        read(). ``seed`` restarts the noise stream at the first run.
+
+        Everything that can be checked before the first step is (the coupling, b and x
+        against its N, the durations), so a bad request changes nothing. A step that fails
+        later (a run's checks, divergence, shutdown) leaves the steps before it done, as
+        separate ops would, and its error lists them in ``details.completed``. Returns each
+        step's result in order ("steps": [{"op", "result"}]), their phases summed
+        ("timing"), and the read's mean.
+        """
+        coupling = self._factored(J, H, damping, integrator)
+        for what, v in (("bias b", b), ("state x", x)):
+            if v is not None and v.shape != (coupling.n,):
+                raise ProtocolError(ErrorCode.BAD_SHAPE, f"{what} must have shape "
+                                    f"[{coupling.n}] to match J, got {list(v.shape)}",
+                                    expected=[coupling.n], shape=list(v.shape))
+            if v is not None and not np.isfinite(v).all():
+                raise ProtocolError(ErrorCode.NON_FINITE, f"{what} contains NaN or inf")
+        interval = self.config.sample_interval_ns
+        for name, ns in (("delay_ns", delay_ns), ("burn_ns", burn_ns), ("record_ns", record_ns)):
+            if ns % interval:
+                raise ProtocolError(ErrorCode.BAD_ARGUMENT, f"{name}={ns} is not a multiple of "
+                                    f"the ADC sample interval ({interval} ns)",
+                                    sample_interval_ns=interval, argument=name)
+        if delay_ns:
+            self._programmed()
+        steps: list[dict[str, Any]] = []
+        seeds = iter((seed,))
+
+        def step(op: str, call: Any, *args: Any, **kwargs: Any) -> dict[str, np.ndarray]:
+            try:
+                result, arrays = call(*args, **kwargs)
+            except ProtocolError as error:
+                error.details["completed"] = [done["op"] for done in steps]
+                raise
+            steps.append({"op": op, "result": result})
+            return arrays
+
+        if delay_ns:
+            step("run", self.run, delay_ns, record=False, seed=next(seeds, None), cancel=cancel)
+        step("program_factored", self._install, coupling, False, integrator or "euler_maruyama")
+        step("set_bias", self.set_bias, b)
+        if x is not None:
+            step("set_state", self.set_state, x)
+        if burn_ns:
+            step("run", self.run, burn_ns, record=False, seed=next(seeds, None), cancel=cancel)
+        step("run", self.run, record_ns, clear=True, seed=next(seeds, None), cancel=cancel)
+        arrays = step("read", self.read)
+        timing: dict[str, int] = {}
+        for done in steps:
+            for phase, ns in done["result"]["timing"].items():
+                timing[phase] = timing.get(phase, 0) + ns
+        return {"steps": steps, "timing": timing}, arrays
 
     def set_bias(self, b: np.ndarray) -> Result:
         """Set the bias vector b (N,), through the bias DAC and the chip's bias offsets."""

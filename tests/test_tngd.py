@@ -29,13 +29,14 @@ from spusim.training import curvature
 from spusim.training.data import Batch, batches, load_digits
 from spusim.training.models import Network, mlp
 from spusim.training.optimizers import ExactNGD, ngd
-from spusim.training.tngd import ThermodynamicNGD, tngd
+from spusim.training.tngd import ThermodynamicNGD, _resolved, tngd
 from spusim.training.updates import Adam
 from tests.training_support import one_blas_thread  # noqa: F401  (autouse)
 from spusim.timing.model import LinkModel
 
 pytestmark = pytest.mark.daemon
 DAMPING = 0.5
+EM = "euler_maruyama"  # the tests with Euler-Maruyama's closed form ask for it
 BATCH = 12
 
 
@@ -87,7 +88,8 @@ def test_long_noiseless_run_is_the_exact_ngd_step(exact_device: Device, stream, 
     t, h = 60.0, step_size(exact_device)
     steps = exact_device.duration_ns(t) // int(exact_device.config["em_step_ns"])
     model, reference = small_model(), small_model()
-    device_opt = tngd(exact_device, lr=0.3, damping=DAMPING, t=t, curvature=kind, seed=0)
+    device_opt = tngd(exact_device, lr=0.3, damping=DAMPING, t=t, curvature=kind, seed=0,
+                      integrator=EM)
     exact_opt = ngd(0.3, DAMPING, curvature=kind)
     x0 = None
     for batch in stream[:3]:
@@ -113,7 +115,8 @@ def test_reset_state_follows_the_sgd_to_ngd_interpolation(exact_device: Device, 
     t = intervals * int(exact_device.config["sample_interval_ns"]) / exact_device.tau_ns
     model = small_model()
     lin = model.linearize(stream[0])
-    preconditioner = ThermodynamicNGD(exact_device, damping=DAMPING, t=t, warm_start=False)
+    preconditioner = ThermodynamicNGD(exact_device, damping=DAMPING, t=t, warm_start=False,
+                                      integrator=EM)
     got = preconditioner(lin, 0).vector
     expected = euler(damped(lin), lin.grad, lin.grad, intervals, h)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12 * np.linalg.norm(expected))
@@ -129,7 +132,8 @@ def test_zero_analog_time_limit_is_an_sgd_step(exact_device: Device, fine_device
     for device in (exact_device, fine_device):
         h = step_size(device)
         model = small_model()
-        optimizer = tngd(device, lr=0.3, damping=DAMPING, t=0.0, warm_start=False)
+        optimizer = tngd(device, lr=0.3, damping=DAMPING, t=0.0, warm_start=False,
+                         integrator=EM)
         report = optimizer.step(model, stream[0])
         np.testing.assert_allclose(report.direction, g - h * (A @ g - g), rtol=0,
                                    atol=1e-13 * np.linalg.norm(g))
@@ -151,8 +155,8 @@ def test_finer_steps_approach_the_continuous_interpolation(exact_device: Device,
     mu, V = np.linalg.eigh(A)
     x_star = np.linalg.solve(A, g)
     continuous = x_star + V @ (np.exp(-mu) * (V.T @ (g - x_star)))
-    errors = [np.linalg.norm(ThermodynamicNGD(device, damping=DAMPING, t=1.0,
-                                              warm_start=False)(lin, 0).vector - continuous)
+    errors = [np.linalg.norm(ThermodynamicNGD(device, damping=DAMPING, t=1.0, warm_start=False,
+                                              integrator=EM)(lin, 0).vector - continuous)
               for device in (exact_device, fine_device)]
     assert errors[1] < errors[0] / 5, errors
 
@@ -195,7 +199,7 @@ def test_window_average_readout_averages_every_sample(exact_device: Device, stre
     lin = small_model().linearize(stream[1])
     A, g = damped(lin), lin.grad
     preconditioner = ThermodynamicNGD(exact_device, damping=DAMPING, t=0.8, warm_start=False,
-                                      readout="average")
+                                      readout="average", integrator=EM)
     direction = preconditioner(lin, 0)
     expected = np.mean([euler(A, g, g, k, h) for k in range(1, 9)], axis=0)
     assert direction.device.samples == 8
@@ -209,7 +213,8 @@ def test_delay_runs_the_old_drift_before_the_upload_and_the_state_is_warm(
     under step 1's, from where it was (warm start)."""
     h, k, d = step_size(exact_device), 5, 3
     model = small_model()
-    optimizer = tngd(exact_device, lr=0.3, damping=DAMPING, t=k * h, delay=d * h)
+    optimizer = tngd(exact_device, lr=0.3, damping=DAMPING, t=k * h, delay=d * h,
+                     integrator=EM)
     lin0 = model.linearize(stream[0])
     first = optimizer.step(model, stream[0])
     lin1 = model.linearize(stream[1])
@@ -259,8 +264,19 @@ def test_device_report_prices_every_phase_by_the_timing_model(exact_device: Devi
         assert device.dac_clipped == device.adc_clipped == 0 and device.samples == 1
 
 
+def test_default_integrator_is_exact_where_the_device_runs_it(exact_device: Device) -> None:
+    """"auto": exact on an ideal chip; Euler-Maruyama where mismatch makes the damping differ
+    between cells or an anti-alias filter sits before the ADC."""
+    assert ThermodynamicNGD(exact_device).integrator == "exact"
+    for other in ({"mismatch": 0.01}, {"readout_tau_ns": 50.0}):
+        assert _resolved("auto", {**exact_device.config, **other}) == EM
+    assert ThermodynamicNGD(exact_device, integrator=EM).integrator == EM
+
+
 def test_bad_switches_are_refused(exact_device: Device) -> None:
     with pytest.raises(ValueError, match="readout"):
         ThermodynamicNGD(exact_device, readout="mean")
     with pytest.raises(ValueError, match="curvature"):
         ThermodynamicNGD(exact_device, curvature="hessian")
+    with pytest.raises(ValueError, match="integrator"):
+        ThermodynamicNGD(exact_device, integrator="rk4")

@@ -1,0 +1,78 @@
+"""One TNGD step in one request (solve_factored, protocol 1.2) against the same step as one
+op per request: with the same seeds the same estimates bit for bit, the same DeviceStep
+(per-phase simulated time, clips, samples), the same clock and trace, in one round trip."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from spusim import Device
+from spusim.training.data import batches, load_digits
+from spusim.training.models import mlp
+from spusim.training.tngd import ThermodynamicNGD
+from spusim.training import curvature
+from tests.conftest import ServedDevice
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[Device, Device]]:
+    """Two identical noisy daemons; the second is driven one op per request."""
+    served = [ServedDevice(kappa0=0.01, cells=512, seed=3) for _ in range(2)]
+    devices = [Device.connect(s.endpoint) for s in served]
+    devices[1].supports = lambda op: False  # type: ignore[method-assign]
+    yield devices[0], devices[1]
+    for device, s in zip(devices, served):
+        device.close()
+        s.stop()
+
+
+@pytest.mark.parametrize("integrator, readout, warm_start, delay", [
+    ("exact", "final", True, 0.3), ("euler_maruyama", "average", False, 0.0),
+    ("exact", "average", True, 0.0), ("euler_maruyama", "final", True, 0.2)])
+def test_fused_step_is_the_separate_ops(pair, integrator, readout, warm_start, delay) -> None:
+    fused, separate = pair
+    data = load_digits()
+    stream = batches(data.train, 8, seed=1)
+    model = mlp(64, 10, (4,), seed=2)
+    solvers = [ThermodynamicNGD(device, damping=0.5, t=1.5, delay=delay, readout=readout,
+                                warm_start=warm_start, integrator=integrator, seed=11)
+               for device in pair]
+    for step in range(3):
+        lin = model.linearize(next(stream))
+        factors = curvature.factors(lin, "ggn")
+        sent = fused.requests_sent
+        results = [solver.solve(factors, lin.grad, step) for solver in solvers]
+        assert fused.requests_sent - sent == 1
+        (x_fused, report_fused), (x_separate, report_separate) = results
+        np.testing.assert_array_equal(x_fused, x_separate)
+        assert report_fused == report_separate
+        assert report_fused.analog_ns == fused.duration_ns(1.5)
+        assert report_fused.delay_ns == (fused.duration_ns(delay) if step and delay else 0)
+    assert fused.sim_time_ns == separate.sim_time_ns
+    assert fused.phase_ns == separate.phase_ns
+    assert fused.timeline == separate.timeline
+
+
+def test_bad_bias_changes_nothing(pair) -> None:
+    fused, _ = pair
+    J, H = np.ones((2, 5)), np.eye(2)
+    before = fused.status()
+    with pytest.raises(Exception, match="BAD_SHAPE|shape"):
+        fused.solve_factored(J, H, 0.5, np.ones(4), record_ns=100)
+    after = fused.status()
+    assert after["programmed"] is False and after["sim_time_ns"] == before["sim_time_ns"]
+
+
+def test_a_failing_run_names_the_steps_done(pair) -> None:
+    """H indefinite enough that J^T H J + lambda I is not positive definite: the first run
+    refuses, after the programming and the bias took effect (as separate ops would)."""
+    fused, _ = pair
+    J = np.eye(2, 5)
+    with pytest.raises(Exception) as caught:
+        fused.solve_factored(J, -np.eye(2), 0.5, np.ones(5), record_ns=100, integrator="exact")
+    assert caught.value.code == "NOT_POSITIVE_DEFINITE"
+    assert caught.value.details["completed"] == ["program_factored", "set_bias"]
+    assert fused.status()["programmed"]
