@@ -88,8 +88,8 @@ class DeviceConfig:
 
     def __post_init__(self) -> None:
         problems = []
-        if not 1 <= self.cells <= 16384:
-            problems.append(f"cells={self.cells} must be in 1..16384")
+        if not 1 <= self.cells <= 65536:
+            problems.append(f"cells={self.cells} must be in 1..65536")
         if self.resistance_ohm <= 0 or self.capacitance_farad <= 0:
             problems.append("resistance and capacitance must be positive")
         elif self.tau_ns < 1:

@@ -60,6 +60,7 @@ class Transport:
         self.session = session or uuid.uuid4().hex
         self._context = context or zmq.Context.instance()
         self._socket: zmq.Socket[Any] | None = None
+        self._poller = zmq.Poller()  # polls the current socket (built once per socket)
         self._ids = itertools.count(1)
         self._curve = None if curve is None else curve.load()
         self.sent = 0  # requests sent, every attempt counted
@@ -92,7 +93,7 @@ class Transport:
 
     def _await(self, socket: zmq.Socket[Any], request_id: int, deadline: float) -> Reply | None:
         while (remaining := deadline - time.monotonic()) > 0:
-            if not socket.poll(max(1, int(remaining * 1000)), zmq.POLLIN):
+            if not self._poller.poll(max(1, int(remaining * 1000))):
                 continue
             frames = socket.recv_multipart(copy=False)
             try:
@@ -115,9 +116,11 @@ class Transport:
                 self._socket.curve_publickey = public
                 self._socket.curve_secretkey = secret
             self._socket.connect(self.endpoint)
+            self._poller.register(self._socket, zmq.POLLIN)
         return self._socket
 
     def _discard_socket(self) -> None:
         if self._socket is not None:
+            self._poller.unregister(self._socket)
             self._socket.close(linger=0)
             self._socket = None
