@@ -49,7 +49,7 @@ def _problem(n: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return J, root @ root.T / m, rng.standard_normal(n)
 
 
-def measure(n: int = N, m: int = M, reps: int = 3, warmup: int = 1,
+def measure(n: int = N, m: int = M, reps: int = 3, warmup: int = 0,
             retries: int = 0) -> list[Row]:
     J, H, g = _problem(n, m)
     context = zmq.Context.instance()
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", type=int, default=N, help="parameters N")
     parser.add_argument("-m", type=int, default=M, help="rows of J, b d_z")
     parser.add_argument("--reps", type=int, default=3, help="timed iterations per workload")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed iterations per workload")
+    parser.add_argument("--warmup", type=int, default=0, help="untimed iterations per workload")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     print_table(measure(args.n, args.m, args.reps, args.warmup, args.retries))

@@ -123,3 +123,17 @@ def test_settling_is_stepped_then_the_rest_jumped() -> None:
     assert "settling" in result["stepped_reason"]
     result, _ = spu.run(10 * INTERVAL_NS, record=False)  # settled by now: all of it jumps
     assert result["jumped_ns"] == 10 * INTERVAL_NS and result["stepped_reason"] is None
+
+
+def test_only_recorded_samples_are_read_so_only_they_can_clip() -> None:
+    """An ADC range the state exceeds: recorded samples clip and are counted; an unrecorded
+    run (jumped or stepped) takes no readings, so it reports none."""
+    for integrator in ("exact", "euler_maruyama"):
+        spu = device(adc_full_scale=0.05)
+        spu.program(A, integrator=integrator)
+        spu.set_bias(B)
+        spu.set_state(X0)  # |x| well above 0.05
+        unrecorded, _ = spu.run(STEPS * INTERVAL_NS, record=False)
+        assert unrecorded["adc_clipped"] == 0
+        recorded, _ = spu.run(STEPS * INTERVAL_NS)
+        assert recorded["adc_clipped"] > 0
