@@ -91,7 +91,11 @@ def measure(n: int = N, m: int = M, reps: int = 3, warmup: int = 0,
         finally:
             dealer.close()
     wire_bytes = J.nbytes + H.nbytes + g.nbytes
-    floor = median(seconds["kernel"]) + median(seconds["raw"]) * wire_bytes / J.nbytes
+    upload = median(seconds["raw"]) * wire_bytes / J.nbytes
+    floor = median(seconds["kernel"]) + upload
+    print(f"  paper scale: product {median(seconds['product']):.2f} s, floor {floor:.2f} s = "
+          f"kernel {median(seconds['kernel']):.2f} s + raw upload {upload:.2f} s "
+          f"({wire_bytes / upload / 1e6:.0f} MB/s)", file=sys.stderr, flush=True)
     return [Row("paper scale", f"TNGD iteration N={n} m={m} exact t=50 tau / floor",
                 median(seconds["product"]), floor, "s", target=TARGET, time=True,
                 foreign_cores=load.cores, steal_cores=load.steal)]
