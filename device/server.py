@@ -32,6 +32,7 @@ from spusim.device.faults import FaultConfig, FaultInjector
 from spusim.device.security import CurveServerKeys, secure
 from spusim.device.sessions import Claim, Key, LeaseTable, ReplyCache
 from spusim.device.spu import EmulatedSPU
+from spusim.protocol.frames import recv_frames, send_frames
 from spusim.protocol import (
     ALLOWED_DTYPES,
     INTEGRATORS,
@@ -163,7 +164,7 @@ class DeviceServer:
 
     def _receive(self) -> None:
         """Take one request off the ROUTER socket and answer or queue it; never raises."""
-        frames = self._router.recv_multipart(copy=False)
+        frames = recv_frames(self._router, copied=1)  # the routing id
         self._counters["requests"] += 1
         envelope, body = frames[:1], frames[1:]
         if body and memoryview(body[0]).nbytes == 0:  # a REQ peer's empty delimiter
@@ -326,7 +327,7 @@ class DeviceServer:
 
     def _transmit(self, frames: list[Any]) -> None:
         self._counters["replies"] += 1
-        self._router.send_multipart(frames, copy=False)
+        send_frames(self._router, frames)
 
     def _send_delayed(self, now: float) -> None:
         while self._delayed and self._delayed[0][0] <= now:

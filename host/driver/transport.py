@@ -25,6 +25,7 @@ import zmq.auth
 
 from spusim.driver.errors import DeviceError, DeviceTimeout
 from spusim.protocol import ProtocolError, Reply, decode_reply, encode_request
+from spusim.protocol.frames import recv_frames, send_frames
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class Transport:
         frames = encode_request(request_id, op, args, arrays, session=self.session)
         for _ in range(1 + retries):
             socket = self._connected()
-            socket.send_multipart(frames, copy=False)
+            send_frames(socket, frames)
             self.sent += 1
             reply = self._await(socket, request_id, time.monotonic() + timeout)
             if reply is not None:
@@ -100,7 +101,7 @@ class Transport:
             if timeout_ms != self._rcvtimeo:
                 socket.rcvtimeo = self._rcvtimeo = timeout_ms
             try:
-                frames = socket.recv_multipart(copy=False)
+                frames = recv_frames(socket, copied=0)
             except zmq.Again:
                 return None
             try:
