@@ -278,7 +278,8 @@ class EmulatedSPU:
                     "coefficients frozen at their interval averages")
         if isinstance(self._transition, CircuitTransition):
             return ("second-order cells step their circuit's exact transition sample by "
-                    "sample (no jump over a whole run)")
+                    "sample: a transition over the whole run would cost matrix exponentials "
+                    "of the 2N-state circuit, more than stepping all but very long runs")
         return ("euler_maruyama steps by em_step_ns, the paper's numerics; the exact "
                 "integrator crosses an unrecorded run in one transition")
 

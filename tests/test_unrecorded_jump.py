@@ -106,11 +106,13 @@ def test_unrecorded_run_replies_what_it_jumped() -> None:
     assert spu.clock.now_ns >= STEPS * INTERVAL_NS
 
 
-def test_euler_maruyama_steps_and_says_why() -> None:
-    spu = device()
-    spu.program(A, integrator="euler_maruyama")
+@pytest.mark.parametrize("dynamics, integrator, why", [
+    ("overdamped", "euler_maruyama", "euler_maruyama"), ("underdamped", "exact", "second-order")])
+def test_what_cannot_jump_steps_and_says_why(dynamics: str, integrator: str, why: str) -> None:
+    spu = device(dynamics=dynamics)
+    spu.program(A, integrator=integrator)
     result, _ = spu.run(STEPS * INTERVAL_NS, record=False)
-    assert result["jumped_ns"] == 0 and "euler_maruyama" in result["stepped_reason"]
+    assert result["jumped_ns"] == 0 and why in result["stepped_reason"]
 
 
 def test_settling_is_stepped_then_the_rest_jumped() -> None:
