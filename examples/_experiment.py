@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from spusim.cli.help import Parser
 from spusim.driver.client import Device
 from spusim.training.data import load_digits
 from spusim.driver.errors import DeviceError
@@ -65,11 +66,11 @@ def arm(label: str, device: dict[str, Any] | None = None, **spec: Any) -> Arm:
 
 def parse(description: str, iterations: int, quick_iterations: int) -> argparse.Namespace:
     """The common command line; ``iterations`` by default, ``quick_iterations`` with --quick."""
-    parser = argparse.ArgumentParser(description=description, allow_abbrev=False,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = Parser(description=description)
     parser.add_argument("--quick", action="store_true",
                         help=f"a smoke run of {quick_iterations} iterations")
-    parser.add_argument("--iterations", type=int, default=iterations)
+    parser.add_argument("--iterations", type=int, default=iterations,
+                        help="training iterations of every arm")
     parser.add_argument("--seed", type=int, default=0,
                         help="model initialisation, batch order and device noise")
     parser.add_argument("--seeds", type=int, default=1, metavar="K",
