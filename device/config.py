@@ -48,7 +48,7 @@ class ConfigError(ValueError):
         super().__init__("invalid device configuration: " + "; ".join(problems))
 
 
-@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+@dataclass(frozen=True, config=ConfigDict(extra="forbid", strict=True))
 class DeviceConfig:
     """Parameters of one emulated SPU; each field's description says what it is (``FIELDS``).
 
@@ -192,7 +192,7 @@ def _section(kind: type) -> type[BaseModel]:
     """A pydantic model of one timing dataclass (LinkModel, ConverterModel), its defaults."""
     hints = typing.get_type_hints(kind)
     return create_model(
-        kind.__name__, __config__=ConfigDict(extra="forbid"),
+        kind.__name__, __config__=ConfigDict(extra="forbid", strict=True),
         **{f.name: (Annotated[hints[f.name], quantity(unit, text, **bounds)], f.default)
            for f in fields(kind) for unit, text, bounds in [TIMING_FIELDS[f.name]]})
 

@@ -48,6 +48,8 @@ def test_an_ideal_converter_is_written_as_ideal_and_read_back_as_none(tmp_path: 
     ({"dynamics": "quantum"}, "dynamics = 'quantum': Input should be 'overdamped', "
                               "'underdamped' or 'rlc'"),
     ({"kappa": 0.5}, "unknown field 'kappa' (did you mean 'kappa0'?)"),
+    ({"cells": "8"}, "cells = '8': Input should be a valid integer; allowed: 1 <= cells <= "
+                     "16384 (unit: cells)"),  # a file's types are taken as written
     ({"sample_interval_ns": 150}, "sample_interval_ns = 150 ns must be a multiple of "
                                   "em_step_ns = 100 ns"),
 ])
