@@ -64,16 +64,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "the emulated SPU and with Adam; print a table and save a plot of the "
                     "loss versus iterations and versus simulated time. With --solve: solve a "
                     "random linear system A x = b on the device instead.")
-    demo.add_argument("--iterations", type=int, default=150, help="training iterations")
+    demo.add_argument("--iterations", type=COUNT, default=150, help="training iterations")
     demo.add_argument("--plot", default="spusim_demo.png", metavar="PATH",
                       help="where to write the PNG plot")
     demo.add_argument("--seed", type=int, default=0)
     solve = demo.add_argument_group("the linear-solve demo (--solve)")
     solve.add_argument("--solve", action="store_true",
                        help="solve A x = b instead of training")
-    solve.add_argument("--n", type=int, default=32, help="problem size")
-    solve.add_argument("--condition", type=float, default=10.0, help="condition number of A")
-    solve.add_argument("--t-sample", type=float, default=1000.0,
+    solve.add_argument("--n", type=COUNT, default=32, help="problem size")
+    solve.add_argument("--condition", type=number(float, 1.0, what="condition number"),
+                       default=10.0, help="condition number of A")
+    solve.add_argument("--t-sample", type=POSITIVE, default=1000.0,
                        help="sampling time, units of tau")
     solve.add_argument("--trace", metavar="PATH",
                        help="write the device's timeline as Chrome Trace JSON (Perfetto)")

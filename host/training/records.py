@@ -17,9 +17,10 @@ import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from spusim.training.runs import RunSpec
+if TYPE_CHECKING:
+    from spusim.training.runs import RunSpec
 
 RUNS_ROOT = Path("runs")
 
@@ -87,6 +88,8 @@ def replay(path: str | Path, index: int = 0) -> tuple[dict[str, Any], RunSpec,
                                                      dict[str, Any] | None]:
     """Run ``index`` of the record at ``path`` (as recorded), its RunSpec and its device
     configuration (None: host only); RecordError if the record cannot be replayed."""
+    from spusim.training.runs import RunSpec  # the training stack, only to replay
+
     run = load(path)["runs"]
     spec, device = replay_inputs({"runs": run}, index)
     try:
