@@ -22,7 +22,7 @@ FLOPs (2 a multiply-add):
   a general solve 2n^3/3 + 2 n^2 k (the textbook counts, Golub and Van Loan, Matrix
   Computations, ch. 3-4), batched matrices counted per matrix;
 - elementwise operators (torch's ``pointwise`` tag, and the ``_foreach_`` list operators
-  optimizers use): 1 FLOP per output element; reductions (``reduction`` tag): 1 per input
+  optimizers use): 1 FLOP per output element, copies (clone, copy_, _to_copy) none; reductions (``reduction`` tag): 1 per input
   element. Transcendentals (exp, log) count 1 like an add: the roofline prices them as memory
   traffic anyway.
 
@@ -148,6 +148,9 @@ FLOP_FORMULAS: dict[Any, Callable[..., int]] = {
 }
 
 
+COPIES = {aten.clone, aten.copy, aten.copy_, aten._to_copy}  # pointwise-tagged, but no arithmetic
+
+
 def _tensors(tree: Any) -> list[torch.Tensor]:
     return [leaf for leaf in tree_flatten(tree)[0] if isinstance(leaf, torch.Tensor)]
 
@@ -183,7 +186,7 @@ class _TrafficMode(TorchDispatchMode):
         self.bytes += sum(map(_nbytes, inputs)) + sum(map(_nbytes, outputs))
         if func.name().startswith("aten::_foreach_"):  # elementwise over the first list
             self.elementwise_flops += sum(t.numel() for t in _tensors(args[0]))
-        elif torch.Tag.pointwise in func.tags:
+        elif torch.Tag.pointwise in func.tags and func.overloadpacket not in COPIES:
             self.elementwise_flops += sum(t.numel() for t in outputs)
         elif torch.Tag.reduction in func.tags:
             self.elementwise_flops += inputs[0].numel() if inputs else 0
