@@ -27,7 +27,7 @@ import argparse
 import json
 import math
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -171,17 +171,17 @@ def report(rows: list[dict[str, object]], label: str) -> str:
         w = dict(w)  # type: ignore[call-overload]
         return f"{w['flops']:.3g} / {w['bytes']:.3g} / {w['calls']}"
 
-    lines = [f"digital clock: {label}; device: 16 bits, 50 Gb/s, t = {ANALOG_TAU:g} tau, "
-             f"tau = 1 us; b = {BATCH}, d_z = 10", "",
+    lines = [(f"digital clock: {label}; device: 16 bits, 50 Gb/s, t = {ANALOG_TAU:g} tau, "
+              f"tau = 1 us; b = {BATCH}, d_z = 10"), "",
              "| model | N | step | counted FLOPs / bytes / calls | analytic (timing.optimizers) |",
              "|---|---|---|---|---|"]
     for r in rows:
         for step in ("adam", "tngd"):
             lines.append(f"| {r['model']} | {r['N']} | {step} | {work(r[f'{step}_work'])} | "
                          f"{work(r[f'{step}_analytic'])} |")
-    lines += ["", "| model | Adam step | TNGD digital | TNGD iteration serial / pipelined | "
-              "TNGD / Adam serial / pipelined | instant link: serial / pipelined | "
-              "link for 2x (serial) |", "|---|---|---|---|---|---|---|"]
+    lines += ["", ("| model | Adam step | TNGD digital | TNGD iteration serial / pipelined | "
+                   "TNGD / Adam serial / pipelined | instant link: serial / pipelined | "
+                   "link for 2x (serial) |"), "|---|---|---|---|---|---|---|"]
     for r in rows:
         bandwidth = float(r["bandwidth_for_2x_bps"])  # type: ignore[arg-type]
         link = "none suffices" if math.isinf(bandwidth) else f"{bandwidth / 1e9:.3g} Gb/s"

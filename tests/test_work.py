@@ -10,7 +10,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from torch.func import functional_call, jacrev, vmap  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+
+from torch.func import functional_call, jacrev, jvp, vjp, vmap  # noqa: E402
 
 from spusim.timing.digital import Work, parse_digital  # noqa: E402
 from spusim.training.work import count_work  # noqa: E402
@@ -85,11 +87,13 @@ def test_cholesky_and_solves() -> None:
     assert counter.work.flops == 72
 
 
-def conjugate_gradient(a: torch.Tensor, b: torch.Tensor, iterations: int) -> torch.Tensor:
+def conjugate_gradient(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor,
+                       iterations: int) -> torch.Tensor:
+    """CG from 0; FLOPs besides the products: 2n + c (10n + 2), as commented."""
     x, r = torch.zeros_like(b), b.clone()
     p, rs = r.clone(), r @ r                # 2n
     for _ in range(iterations):
-        ap = a @ p                          # 2n^2
+        ap = matvec(p)
         alpha = rs / (p @ ap)               # 2n + 1
         x = x + alpha * p                   # 2n
         r = r - alpha * ap                  # 2n
@@ -100,16 +104,54 @@ def conjugate_gradient(a: torch.Tensor, b: torch.Tensor, iterations: int) -> tor
 
 
 def test_conjugate_gradient_iterations() -> None:
-    """c iterations of CG on an n x n system: 2n + c (2n^2 + 10n + 2) FLOPs, and it solves."""
+    """c iterations of CG on an n x n matrix: 2n + c (2n^2 + 10n + 2) FLOPs, and it solves."""
     n, c = 5, 5
     torch.manual_seed(1)
     a = torch.randn(n, n, dtype=torch.float64)
     a = a @ a.T + n * torch.eye(n, dtype=torch.float64)
     b = torch.randn(n, dtype=torch.float64)
     with count_work() as counter:
-        x = conjugate_gradient(a, b, c)
+        x = conjugate_gradient(lambda p: a @ p, b, c)
     assert counter.work.flops == 2 * n + c * (2 * n * n + 10 * n + 2)
     assert torch.allclose(x, torch.linalg.solve(a, b), atol=1e-10)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+def test_cg_on_ggn_vector_products_costs_iterations_times_products() -> None:
+    """NGD-CG's solve (J^T J + lambda I) x = g, the GGN-vector product a JVP and a VJP through
+    the model (3 sequential calls: the JVP's forward, the VJP's forward and backward): each
+    further CG iteration adds one product, the damping (2N) and the CG updates (10N + 2)."""
+    layer, x = linear_and_batch()
+    n, damping = 15, 0.1
+
+    def f(theta: torch.Tensor) -> torch.Tensor:
+        return functional_call(layer, {"weight": theta[:12].view(3, 4), "bias": theta[12:]},
+                               (x,))
+
+    theta = torch.cat([layer.weight.detach().flatten(), layer.bias.detach()])
+
+    def ggn(v: torch.Tensor) -> torch.Tensor:
+        _, jv = jvp(f, (theta,), (v,))
+        _, pullback = vjp(f, theta)
+        return pullback(jv)[0] + damping * v
+
+    g = torch.randn(n, generator=torch.Generator().manual_seed(0))
+    with count_work(layer) as one:
+        ggn(g)
+    works = []
+    for iterations in (2, 3):
+        with count_work(layer) as counter:
+            solution = conjugate_gradient(ggn, g, iterations)
+        works.append(counter.work)
+    assert one.work.calls == 3
+    assert works[1].flops - works[0].flops == one.work.flops + 10 * n + 2
+    assert works[1].calls - works[0].calls == 3 and works[0].calls == 6
+    with count_work(layer) as counter:
+        solution = conjugate_gradient(ggn, g, n)
+    jac = torch.func.jacrev(f)(theta).reshape(-1, n)
+    exact = torch.linalg.solve(jac.T @ jac + damping * torch.eye(n), g)
+    assert torch.allclose(solution, exact, rtol=1e-3, atol=1e-4)
+    assert counter.work.calls == 3 * n
 
 
 def test_grouped_convolution_backward_counts_each_group_once() -> None:

@@ -9,8 +9,8 @@ runs used an A100 80GB) at :data:`DEFAULT_EFFICIENCY` with :data:`DEFAULT_CALL_L
 call, both our assumptions (stated at their definitions). A measured time is the host's own wall
 time of the step times a stated factor; it changes from run to run and is labelled "measured".
 
-:func:`parse_digital` reads a ``--digital`` spec: ``roofline[:ACCELERATOR[:EFFICIENCY[:LATENCY_US]]]``
-or ``measured[:SCALE]``.
+:func:`parse_digital` reads a ``--digital`` spec:
+``roofline[:ACCELERATOR[:EFFICIENCY[:LATENCY_US]]]`` or ``measured[:SCALE]``.
 """
 
 from __future__ import annotations

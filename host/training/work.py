@@ -22,9 +22,9 @@ FLOPs (2 a multiply-add):
   a general solve 2n^3/3 + 2 n^2 k (the textbook counts, Golub and Van Loan, Matrix
   Computations, ch. 3-4), batched matrices counted per matrix;
 - elementwise operators (torch's ``pointwise`` tag, and the ``_foreach_`` list operators
-  optimizers use): 1 FLOP per output element, copies (clone, copy_, _to_copy) none; reductions (``reduction`` tag): 1 per input
-  element. Transcendentals (exp, log) count 1 like an add: the roofline prices them as memory
-  traffic anyway.
+  optimizers use): 1 FLOP per output element, copies (clone, copy_, _to_copy) none;
+  reductions (``reduction`` tag): 1 per input element. Transcendentals (exp, log) count 1
+  like an add: the roofline prices them as memory traffic anyway.
 
 Bytes (a model, stated): every operator that is not a view reads each tensor argument once and
 writes each tensor result once, so it moves the sum of their sizes (numel x element size,
@@ -38,6 +38,9 @@ the modules given to :func:`count_work` (a vmapped forward runs once, so it coun
 each autograd pass (one ``backward()``, ``torch.autograd.grad``, or the backward of a
 torch.func ``vjp``/``jacrev``, vmapped or not, counts once: distinct autograd graph tasks).
 Work done outside torch (or to be priced by hand) goes in with :meth:`WorkCounter.add`.
+
+What torch executes is what is counted: e.g. a ``jvp`` through a layer whose input carries no
+tangent multiplies a materialized zero tangent, one matrix product more than the mathematics.
 """
 
 from __future__ import annotations
@@ -82,7 +85,8 @@ def _columns(shape: Sequence[int]) -> int:
     return math.prod(shape[:-2]) * shape[-1] if len(shape) > 1 else 1
 
 
-# Formulas FlopCounterMode lacks or gets wrong, on shapes (it passes each tensor's shape, out_shape the result's).
+# Formulas FlopCounterMode lacks or gets wrong, on shapes (FlopCounterMode passes each tensor
+# argument's shape, and the result's as out_shape).
 def _mv(a: Sequence[int], x: Sequence[int], *args: Any, out_shape: Any = None,
         **kwargs: Any) -> int:
     return 2 * a[0] * a[1]
