@@ -168,6 +168,20 @@ def test_grouped_convolution_backward_counts_each_group_once() -> None:
     assert counter.work.flops == 2 * 1296
 
 
+def test_foreach_and_per_tensor_optimizer_updates_count_alike() -> None:
+    """torch.optim.Adam's _foreach_ list operators and its per-tensor loop do the same
+    elementwise arithmetic on the same parameters, so they count the same FLOPs."""
+    flops = []
+    for foreach in (True, False):
+        layer, x = linear_and_batch()
+        layer(x).sum().backward()
+        optimizer = torch.optim.Adam(layer.parameters(), foreach=foreach)
+        with count_work() as counter:
+            optimizer.step()
+        flops.append(counter.work.flops)
+    assert flops[0] == flops[1] > 5 * 15  # several elementwise passes over N = 15
+
+
 def test_added_work_is_counted() -> None:
     with count_work() as counter:
         counter.add(Work(10, 20, 1))

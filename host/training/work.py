@@ -7,6 +7,9 @@ as a timing.digital.Work for the digital clock's roofline.
 
 Everything is counted from the operators torch dispatches, so the counts depend only on the
 computation and the tensors' shapes: the same model and batch give the same Work on any machine.
+Counting costs host time (a Python call per operator, a few ms for a small training step), so a
+loop whose step has no data-dependent control flow can count the first step of each batch shape
+and reuse its Work.
 
 FLOPs (2 a multiply-add):
 - matrix products and convolutions by torch.utils.flop_counter.FlopCounterMode's own formulas.
@@ -52,7 +55,6 @@ from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 from spusim.timing.digital import Work
@@ -155,8 +157,16 @@ FLOP_FORMULAS: dict[Any, Callable[..., int]] = {
 COPIES = {aten.clone, aten.copy, aten.copy_, aten._to_copy}  # pointwise-tagged, but no arithmetic
 
 
-def _tensors(tree: Any) -> list[torch.Tensor]:
-    return [leaf for leaf in tree_flatten(tree)[0] if isinstance(leaf, torch.Tensor)]
+def _tensors(values: Sequence[Any]) -> list[torch.Tensor]:
+    """The tensors among an operator's arguments or results (tensors, or lists of them: an
+    aten operator nests no deeper)."""
+    found: list[torch.Tensor] = []
+    for value in values:
+        if isinstance(value, torch.Tensor):
+            found.append(value)
+        elif isinstance(value, list | tuple):
+            found.extend(item for item in value if isinstance(item, torch.Tensor))
+    return found
 
 
 def _nbytes(tensor: torch.Tensor) -> int:
@@ -183,13 +193,13 @@ class _TrafficMode(TorchDispatchMode):
         task = torch._C._current_graph_task_id()
         if task >= 0:
             self.graph_tasks.add(task)
-        outputs = _tensors(out)
+        outputs = _tensors(out if isinstance(out, list | tuple) else (out,))
         if func.is_view or not (outputs or func._schema.is_mutable):  # no data moved
             return out
-        inputs = _tensors((args, kwargs))
+        inputs = _tensors((*args, *(kwargs or {}).values()))
         self.bytes += sum(map(_nbytes, inputs)) + sum(map(_nbytes, outputs))
         if func.name().startswith("aten::_foreach_"):  # elementwise over the first list
-            self.elementwise_flops += sum(t.numel() for t in _tensors(args[0]))
+            self.elementwise_flops += sum(t.numel() for t in _tensors(args[:1]))
         elif torch.Tag.pointwise in func.tags and func.overloadpacket not in COPIES:
             self.elementwise_flops += sum(t.numel() for t in outputs)
         elif torch.Tag.reduction in func.tags:
