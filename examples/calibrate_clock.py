@@ -23,7 +23,6 @@ the ratio would reach 2 (none if the digital and analog steps alone exceed it); 
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from collections.abc import Callable
@@ -34,6 +33,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
+from spusim.cli.help import Parser
 from spusim.timing.digital import DEFAULT_DIGITAL, DigitalClock, Roofline, Work, parse_digital
 from spusim.timing.model import LinkModel, TimingModel
 from spusim.timing.optimizers import Problem, digital_work, estimate, tngd_costs
@@ -195,7 +195,7 @@ def report(rows: list[dict[str, object]], label: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = Parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--digital", default=DEFAULT_DIGITAL,
                         help="digital clock: roofline[:ACCELERATOR[:EFFICIENCY[:LATENCY_US]]] "
                              f"(default {DEFAULT_DIGITAL})")

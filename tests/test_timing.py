@@ -1,4 +1,4 @@
-"""The timing model's arithmetic against the TNGD paper's numbers (papers.md section 1.6)."""
+"""The timing model's arithmetic against the TNGD paper's numbers (arXiv 2405.13817, App. C)."""
 
 from __future__ import annotations
 

@@ -120,7 +120,9 @@ class Device:
         """Start a private daemon on a free loopback port, connect, and stop it on close.
 
         ``config`` are daemon options by their flag names (``cells``, ``kappa0``,
-        ``integrator``, ``seed``, ``threads``, ...; see ``python -m spusim.device serve --help``).
+        ``integrator``, ``seed``, ``threads``, ...; see ``python -m spusim.device serve --help``);
+        ``config="chip.toml"`` starts from a configuration file (``spu config show``), or from a
+        mapping such as a run record's ``hello`` config; the other options apply over it.
         """
         process = DaemonProcess.start(start_timeout=start_timeout, **config)
         try:

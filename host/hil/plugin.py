@@ -14,7 +14,9 @@ Fixtures
 Marker
     ``@pytest.mark.spu_config(**options)``  daemon options by flag name (``cells=64``,
     ``test_mode=True``, ``fault_drop_reply="0.1"``, ...; ``curve=True`` generates CURVE keys and
-    connects with them). A marker closer to the test overrides one further out.
+    connects with them; ``config="chip.toml"``: a configuration file). A marker closer to the
+    test overrides one further out. Names are spelled in full: a misspelt or abbreviated one
+    (``kappa=0.5``) keeps the daemon from starting, and the test errors with the daemon's log.
 
 Options
     ``--spu-connect ENDPOINT``  run against a running daemon (or a real device's gateway)
