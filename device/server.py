@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import queue
+import resource
 import threading
 import time
 import uuid
@@ -30,7 +31,9 @@ from importlib import metadata
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
+from spusim.device.cli import DEFAULT_MAX_RUN_NS
 from spusim.device.config import DeviceConfig
 from spusim.device.coupling import _check_capacity as check_capacity
 from spusim.device.faults import FaultConfig, FaultInjector
@@ -70,11 +73,12 @@ log = logging.getLogger("spusim.device")
 
 QUEUE_LIMIT = 64  # device ops waiting behind the running one; more are answered BUSY
 MIN_QUEUE_BYTES = 64 * 1024 * 1024  # array bytes held by queued and running ops, at least
-DEFAULT_MAX_RUN_NS = 2**40  # longest run accepted (simulated ns, about 18 min), by default
 CLOCK_LIMIT_NS = 2**64 - 1  # the simulated clock never passes what a uint64 carries
 CRASH_EXIT_CODE = 70  # exit status of a daemon killed by an injected crash_run fault
 _IMMEDIATE_OPS = frozenset({"hello", "ping", "status", "shutdown", "acquire", "release",
                             "inject_fault", "cancel"})
+# Immediate ops that neither need nor open a session record (an unknown session gets none).
+_SESSIONLESS_OPS = frozenset({"hello", "ping", "status", "release", "inject_fault"})
 _MAX_FRAMES = 3 + MAX_ARRAYS  # routing id, REQ delimiter, header, arrays
 _POLL_MS = 100
 # Why a stopped op is answered the way it is: the code of each reason.
@@ -153,6 +157,7 @@ class DeviceServer:
             self._close_router()
             raise
         self.endpoint = self._router.last_endpoint.decode()
+        self._connections = _ConnectionWatch(self._router)
         self._sessions = SessionTable()
         self._leases = LeaseTable()
         self._counters = {"requests": 0, "replies": 0, "cache_hits": 0}
@@ -182,6 +187,7 @@ class DeviceServer:
         poller = zmq.Poller()
         poller.register(self._router, zmq.POLLIN)
         poller.register(self._replies, zmq.POLLIN)
+        poller.register(self._connections.events, zmq.POLLIN)
         log.info("serving on %s (boot id %s)", self.endpoint, self.boot_id)
         try:
             while not stop.is_set():
@@ -190,6 +196,8 @@ class DeviceServer:
                     self._collect_replies()
                 if self._router in ready:
                     self._receive()
+                if self._connections.events in ready:
+                    self._connections.read()
                 self._stop_lapsed()
                 self._send_delayed(time.monotonic())
         finally:
@@ -295,12 +303,13 @@ class DeviceServer:
                                         f"{list(vector.shape)}", shape=list(vector.shape))
 
     def _session(self, request: Request, peer: str | None) -> Session | None:
-        """The request's session, opened when new; a resend (attempt > 1) of a device op in
-        a session the daemon does not know is refused: its first sending may have executed."""
+        """The request's session, opened by a device op, ``acquire``, ``cancel`` or
+        ``shutdown`` when new; a resend (attempt > 1) of a device op in a session the daemon
+        does not know is refused: its first sending may have executed."""
         if request.session is None:
             return None
         session = self._sessions.find(request.session, peer)
-        if session is not None:
+        if session is not None or request.op in _SESSIONLESS_OPS:
             return session
         if (request.attempt or 1) > 1 and request.op not in _IMMEDIATE_OPS:
             raise ProtocolError(ErrorCode.DUPLICATE_REQUEST, "this resent request's session "
@@ -442,6 +451,7 @@ class DeviceServer:
                 "counters": dict(self._counters),
                 "sessions": {"known": len(self._sessions),
                              "forgotten": self._sessions.forgotten},
+                "connections": self._connections.count,
                 "reply_cache": {"entries": sum(len(s.done) for s in self._sessions),
                                 "bytes": self._sessions.bytes}}
 
@@ -553,6 +563,8 @@ class DeviceServer:
         log.info("stopped")
 
     def _close_router(self) -> None:
+        if hasattr(self, "_connections"):
+            self._connections.close()
         self._router.close()
         if self._authenticator is not None:
             self._authenticator.stop()
@@ -661,6 +673,55 @@ class DeviceServer:
             case "reset":
                 return spu.reset()
         raise AssertionError(f"op {request.op} has no handler")
+
+
+class _ConnectionWatch:
+    """Counts the peers connected to ``socket`` (a ZeroMQ socket monitor) and logs when new
+    ones are refused (accept failed: no file descriptor left) or the count nears the process's
+    open-files limit, which bounds it (device/cli.py raises that limit at start)."""
+
+    _EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_ACCEPT_FAILED
+    _LOG_EVERY_S = 10.0
+
+    def __init__(self, socket: zmq.Socket[Any]) -> None:
+        self._socket = socket
+        self.events = socket.get_monitor_socket(self._EVENTS)
+        self.count = 0
+        self.limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 64
+        self._warned = False
+        self._refused = 0
+        self._logged_at = -math.inf
+
+    def read(self) -> None:
+        """Take the pending events into account."""
+        while True:
+            try:
+                event = recv_monitor_message(self.events, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if event["event"] == zmq.EVENT_ACCEPTED:
+                self.count += 1
+            elif event["event"] == zmq.EVENT_DISCONNECTED:
+                self.count = max(0, self.count - 1)
+            else:
+                self._refused += 1
+                self._log_refusal(int(event["value"]))
+            if not self._warned and self.count >= 0.9 * self.limit:
+                log.warning("%d peers connected: near this process's limit of about %d (open "
+                            "files); idle peers keep their connection", self.count, self.limit)
+            self._warned = self.count >= 0.9 * self.limit
+
+    def _log_refusal(self, errno: int) -> None:
+        now = time.monotonic()
+        if now - self._logged_at >= self._LOG_EVERY_S:
+            log.error("refusing new connections (%s): %d peers connected, about %d allowed by "
+                      "the open-files limit; %d refused so far", os.strerror(errno), self.count,
+                      self.limit, self._refused)
+            self._logged_at = now
+
+    def close(self) -> None:
+        self._socket.disable_monitor()
+        self.events.close(linger=0)
 
 
 def _op_clock_bound_ns(config: DeviceConfig) -> int:

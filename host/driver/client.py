@@ -337,6 +337,9 @@ class Device:
             try:
                 result = self._call("acquire", {"ttl_s": float(ttl_s)}).result
                 break
+            except LeaseExpired:
+                self._lease_epoch = None  # reported once; the next acquire asks afresh
+                raise
             except DeviceLeased:
                 if time.monotonic() + backoff > deadline:
                     raise
@@ -464,8 +467,7 @@ class Device:
                                   {"boot_id": boot_id})
         if not reply.ok:
             assert reply.error is not None
-            error = error_from_reply(reply.error)
-            if isinstance(error, LeaseExpired):
-                self._lease_epoch = None  # gone: the next acquire asks for a fresh one
-            raise error
+            # A LeaseExpired keeps the stale epoch: every device op is refused until the caller
+            # acquires again (or releases), even if the daemon has forgotten this session.
+            raise error_from_reply(reply.error)
         return reply
