@@ -270,6 +270,21 @@ def test_cancel_stops_a_running_run_and_its_reply_says_how_far_it_got(
     runner.close()
 
 
+def test_ctrl_c_while_a_run_waits_cancels_it_on_the_daemon(served: ServedDevice) -> None:
+    with Device.connect(served.endpoint) as device, Device.connect(served.endpoint) as watcher:
+        device.program(np.eye(64))
+        device.run(100)
+        interrupt = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+        interrupt.start()
+        with pytest.raises(KeyboardInterrupt):
+            device.run(10 * LONG_RUN_NS)  # tens of seconds of wall time
+        interrupted = time.monotonic()
+        while watcher.status()["busy"] and time.monotonic() - interrupted < 2.0:
+            time.sleep(0.01)
+        assert not watcher.status()["busy"]  # the daemon stopped it
+        assert watcher.status()["sim_time_ns"] < 10 * LONG_RUN_NS
+
+
 def test_a_run_longer_than_the_daemons_maximum_is_refused_at_once(
         served: ServedDevice, context: zmq.Context[Any]) -> None:
     limit = 2**40  # the default

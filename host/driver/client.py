@@ -9,9 +9,9 @@
 
 Every call validates the reply, raises a typed :mod:`spusim.driver.errors` exception on failure, tracks
 the device's simulated clock (:attr:`Device.sim_time_ns`) and notices a daemon restart (a new
-boot id) as :class:`~spusim.driver.errors.DeviceRestarted`. Timeouts grow with the work a call asks for;
-against a 1.2 daemon a waiting call also sends heartbeats, so a long run never times out while
-the daemon works on it and a dead daemon is noticed within seconds (transport.py).
+boot id) as :class:`~spusim.driver.errors.DeviceRestarted`. Timeouts grow with the work a call
+asks for; against a 1.2 daemon a waiting call also sends heartbeats, so a long run never times
+out while the daemon works on it and a dead daemon is noticed within seconds (transport.py).
 A timed-out call is retried when that is safe: always for idempotent ops, and for every op when
 the daemon deduplicates requests (protocol >= 1.1); BUSY is retried after a back-off.
 :meth:`Device.lease` keeps other clients off the device (docs/hil.md); a lease that ran out
@@ -400,7 +400,8 @@ class Device:
 
         Work per sample: the exact integrator O(N) (16 N; the factored form's elements; 4 N^2 on
         second-order cells), Euler-Maruyama the programmed elements per step, plus a fixed part
-        per sample and N^2 for second moments. With heartbeats (1.2) this only sets when the first one goes out.
+        per sample and N^2 for second moments. Against a 1.2 daemon heartbeats keep a call
+        waiting while the daemon works on it, so this bound matters for older daemons only.
         """
         config = self._info.get("config", {})
         per_cell_step = float(self._info.get("seconds_per_cell_step", 1e-8))
