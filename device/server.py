@@ -291,11 +291,11 @@ class DeviceServer:
                 check_capacity(A.shape[0], A.size, self.config)
             case "program_factored":
                 J, H = arrays["J"], arrays["H"]
-                m, n = J.shape if J.ndim == 2 else (0, 0)
+                if J.ndim != 2 or H.shape != (J.shape[0], J.shape[0]):
+                    raise ProtocolError(ErrorCode.BAD_SHAPE, "J must be an m x N matrix and H "
+                                        f"m x m, got {list(J.shape)} and {list(H.shape)}")
+                m, n = J.shape
                 check_capacity(n, m * (m + 2 * n), self.config)
-                if H.size > m * m:
-                    raise ProtocolError(ErrorCode.BAD_SHAPE, f"H must be {m} x {m} to match "
-                                        f"J's {m} rows, got {list(H.shape)}")
             case "set_bias" | "set_state":
                 vector = next(iter(arrays.values()))
                 if vector.ndim != 1 or vector.size > cells:

@@ -447,7 +447,8 @@ class Device:
         retries = self.retries if spec_for(op).idempotent or self.deduplicates else 0
         self._check_frame_sizes(arrays or {})
         backoff = _BACKOFF_S
-        heartbeat_s = min(1.0, self._lease_ttl_s / 4) if self._lease_epoch is not None else None
+        heartbeat_s = (max(0.02, min(1.0, self._lease_ttl_s / 4))
+                       if self._lease_epoch is not None else None)
         for attempt in range(self.retries + 1):  # BUSY: the request was not executed; resend
             reply = self._transport.call(op, args, arrays, timeout=self.timeout + extra_timeout,
                                          retries=retries, lease=self._lease_epoch,
