@@ -27,6 +27,7 @@ import zmq
 import zmq.auth
 
 from spusim import Device, DeviceError, DeviceLeased, DeviceTimeout, LeaseExpired, ReplyLost
+from spusim.device.cli import build_parser
 from spusim.device.security import CurveServerKeys
 from spusim.device.sessions import MAX_SESSIONS, MAX_WAITERS
 from spusim.driver.daemon import DaemonProcess
@@ -294,6 +295,9 @@ def test_a_run_longer_than_the_daemons_maximum_is_refused_at_once(
         reply = call(socket, 1, "run", "s", {"duration_ns": 2**61}, timeout_s=2.0)
         assert code(reply) == ErrorCode.BAD_ARGUMENT and reply.error["details"]["limit"] == limit
         assert device.info["limits"]["max_run_ns"] == limit  # advertised
+    assert build_parser().parse_args(["serve", "--max-run-ns", "1000"]).max_run_ns == 1000
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--max-run-ns", "0"])
     socket.close()
 
 
