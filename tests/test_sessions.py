@@ -1,6 +1,6 @@
-"""Sessions (protocol 1.1): the reply cache (a request executes at most once) and the lease
-(one client at a time owns the device's state), as units and over the wire with several
-clients."""
+"""Sessions (protocol 1.1, bounded per session since 1.2): the kept replies (a request executes
+at most once) and the lease (one client at a time owns the device's state), as units and over
+the wire with several clients. The attacks on them are in test_attacks.py."""
 
 from __future__ import annotations
 

@@ -176,7 +176,7 @@ class Device:
 
     @property
     def deduplicates(self) -> bool:
-        """Whether the daemon answers a resent request from its reply cache (protocol 1.1),
+        """Whether the daemon answers a resent request from its kept replies (protocol 1.1),
         which makes every call safe to retry."""
         return tuple(self._info.get("protocol", (1, 0))) >= (1, 1)
 
