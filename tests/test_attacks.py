@@ -32,7 +32,7 @@ from spusim.device.security import CurveServerKeys
 from spusim.device.sessions import MAX_SESSIONS, MAX_WAITERS
 from spusim.driver.daemon import DaemonProcess
 from spusim.driver.errors import error_from_reply
-from spusim.protocol import ErrorCode, Reply, decode_reply, encode_request
+from spusim.protocol import ErrorCode, Reply, decode_reply, encode_reply, encode_request
 from tests.conftest import ServedDevice
 
 A2 = np.array([[2.0, 0.5], [0.5, 1.0]])
@@ -292,7 +292,7 @@ def test_a_run_longer_than_the_daemons_maximum_is_refused_at_once(
     with Device.connect(served.endpoint) as device:
         device.program(A2)
         socket = dealer(context, served.endpoint)
-        reply = call(socket, 1, "run", "s", {"duration_ns": 2**61}, timeout_s=2.0)
+        reply = call(socket, 1, "run", "s", {"duration_ns": 100 * 2**40}, timeout_s=2.0)
         assert code(reply) == ErrorCode.BAD_ARGUMENT and reply.error["details"]["limit"] == limit
         assert device.info["limits"]["max_run_ns"] == limit  # advertised
     assert build_parser().parse_args(["serve", "--max-run-ns", "1000"]).max_run_ns == 1000
@@ -340,6 +340,13 @@ def test_the_clock_never_passes_what_a_uint64_carries() -> None:
             assert 4 * 15 * coarse <= device.status()["sim_time_ns"] < 2**64
     finally:
         served.stop()
+
+
+def test_a_reply_that_cannot_be_packed_becomes_a_packable_internal_error() -> None:
+    frames = encode_reply(7, {"boot_id": "b", "sim_time_ns": 2**64}, result={"n": 1})
+    reply = decode_reply(frames)
+    assert not reply.ok and reply.id == 7 and code(reply) == ErrorCode.INTERNAL
+    assert reply.device == {"boot_id": "b"}
 
 
 # 7. The client notices a dead daemon within seconds, and waits for a healthy one ------------
