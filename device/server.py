@@ -200,6 +200,7 @@ class DeviceServer:
                 if self._connections.events in ready:
                     self._connections.read()
                 self._stop_lapsed()
+                self._sessions.expire()
                 self._send_delayed(time.monotonic())
         finally:
             self._shut_down()

@@ -115,6 +115,7 @@ class SessionTable:
         self.max_sessions, self.idle_s, self._clock = max_sessions, idle_s, clock
         self._sessions: OrderedDict[str, Session] = OrderedDict()  # least recently seen first
         self.forgotten = 0  # sessions dropped for room or idleness, for status
+        self._expired_at = -float("inf")
 
     def find(self, name: str, peer: str | None) -> Session | None:
         """The known session ``name``, refreshed; FORBIDDEN if another peer owns it."""
@@ -149,8 +150,12 @@ class SessionTable:
         return self._sessions.get(name)
 
     def expire(self) -> None:
-        """Forget the sessions idle for ``idle_s`` with nothing in flight."""
-        horizon = self._clock() - self.idle_s
+        """Forget the sessions idle for ``idle_s`` with nothing in flight (looks at most once a
+        second: the daemon calls it on every turn of its loop)."""
+        now = self._clock()
+        if now - self._expired_at < 1.0:
+            return
+        self._expired_at, horizon = now, now - self.idle_s
         stale = [s.name for s in self._sessions.values()
                  if s.last_seen < horizon and not s.pending]
         for name in stale:
