@@ -416,6 +416,7 @@ def test_a_thousand_idle_peers_do_not_lock_new_clients_out() -> None:
         with Device.connect(process.endpoint, timeout=3.0, retries=0) as device:
             assert device.ping() < 1.0
             assert device.status()["connections"] >= 1100
+        assert "open files limit" in process.log_tail()  # raised from 1024, and said so
     finally:
         for peer in peers:
             peer.close()
