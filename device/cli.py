@@ -10,6 +10,7 @@ import argparse
 import ipaddress
 import logging
 import os
+import resource
 import signal
 import sys
 import threading
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from spusim.device.security import CurveServerKeys
 
 DEFAULT_BIND = "tcp://127.0.0.1:5555"
+DEFAULT_MAX_RUN_NS = 2**40  # longest run accepted by default, simulated ns (about 18 min)
+MAX_OPEN_FILES = 65536  # the daemon raises its soft open-files limit towards this (hard cap)
 # Device options: flag, type, metavar, help. The flag names the DeviceConfig field (see
 # FIELD_OF for the two whose names differ).
 DEVICE_OPTIONS: tuple[tuple[str, type, str, str], ...] = (
@@ -78,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "(--curve-secret-key-file, --curve-public-keys-dir)")
     add_device_options(serve)
     add_reliability_options(serve)
+    limits = serve.add_argument_group("limits (docs/reliability.md)")
+    limits.add_argument("--max-run-ns", type=positive_int, default=DEFAULT_MAX_RUN_NS,
+                        metavar="NS", help="longest run accepted, simulated ns; a longer one is "
+                        "refused (BAD_ARGUMENT) before it is queued (default: %(default)s)")
     runtime = serve.add_argument_group("runtime")
     runtime.add_argument("--threads", type=int, default=1,
                          help="BLAS and numba threads for the kernels (default: %(default)s)")
@@ -185,6 +192,30 @@ def add_reliability_options(serve: argparse.ArgumentParser) -> None:
                         help="readings saturate at +-V")
 
 
+def positive_int(text: str) -> int:
+    """A positive integer option."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
+    return value
+
+
+def raise_open_files_limit(log: logging.Logger) -> int:
+    """Raise this process's soft limit of open files to its hard limit (at most
+    MAX_OPEN_FILES): every connected peer holds one, and at the usual soft limit of 1024 about
+    a thousand idle peers would lock every new client out. Returns the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = MAX_OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, MAX_OPEN_FILES)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        soft = wanted
+    log.info("open files limit %d: at most about %d connected peers", soft, soft - 64)
+    return soft
+
+
 def trigger(text: str) -> tuple[float, int | None]:
     """A fault trigger ``P`` or ``P:COUNT`` as (probability, count or None)."""
     p, _, count = text.partition(":")
@@ -286,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                      "NUMBA_NUM_THREADS"):
         os.environ[variable] = str(args.threads)
+    raise_open_files_limit(log)
     return _serve(args, log)
 
 
@@ -308,7 +340,7 @@ def _serve(args: argparse.Namespace, log: logging.Logger) -> int:
              speed * 1e9)
     try:
         server = DeviceServer(config, args.bind, seconds_per_cell_step=speed, faults=faults,
-                              test_mode=args.test_mode, curve=curve)
+                              test_mode=args.test_mode, curve=curve, max_run_ns=args.max_run_ns)
     except zmq.ZMQError as error:
         log.error("cannot bind %s: %s", args.bind, error)
         return 1

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -175,9 +176,11 @@ class DaemonPool:
 
         clients = self._key_dir / "clients"
         if not clients.exists():
-            zmq.auth.create_certificates(self._key_dir, "server")
+            _, server_secret = zmq.auth.create_certificates(self._key_dir, "server")
             clients.mkdir()
-            zmq.auth.create_certificates(clients, "client")
+            _, client_secret = zmq.auth.create_certificates(clients, "client")
+            for secret in (server_secret, client_secret):  # the daemon refuses readable ones
+                os.chmod(secret, 0o600)
         return {"curve_server_key": self._key_dir / "server.key",
                 "curve_client_key": clients / "client.key_secret"}
 
