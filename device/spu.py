@@ -146,7 +146,7 @@ class EmulatedSPU:
 
         Everything that can be checked before the first step is (the coupling, b and x
         against its N, the durations), so a bad request changes nothing. A step that fails
-        later (a run's checks, divergence, shutdown) leaves the steps before it done, as
+        later (a run's checks, divergence, cancellation) leaves the steps before it done, as
         separate ops would, and its error lists them in ``details.completed``. Returns each
         step's result in order ("steps": [{"op", "result"}]), their phases summed
         ("timing"), and the read's mean.
@@ -222,7 +222,7 @@ class EmulatedSPU:
 
         ``record`` adds the samples to the averager (``second_moments`` also their outer
         products); ``clear`` first discards what it holds; ``seed`` restarts the noise stream.
-        ``cancel`` stops the run between chunks.
+        ``cancel`` stops the run between chunks (CANCELLED, ``completed_ns``).
 
         An unrecorded run takes no ADC readings, so none can clip (``adc_clipped`` 0); with an
         exact integrator it crosses its interval in one exact transition once no programmed
@@ -299,9 +299,8 @@ class EmulatedSPU:
         while done < count:
             if cancel is not None and cancel.is_set():
                 completed = (before + done * span) * interval
-                return done * span, ProtocolError(ErrorCode.SHUTTING_DOWN,
-                                                  f"run stopped after {completed} ns because "
-                                                  "the daemon is shutting down",
+                return done * span, ProtocolError(ErrorCode.CANCELLED,
+                                                  f"run stopped after {completed} ns",
                                                   completed_ns=completed)
             size = min(chunk, count - done)
             taken = stepper.advance(size, record, second_moments, sums)

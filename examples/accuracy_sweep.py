@@ -15,7 +15,6 @@ std ~0.15 there: a range matched to the signal, as a designer would choose).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,8 @@ import numpy as np
 
 from spusim import Device
 from spusim import linalg
+from spusim.cli.help import Parser
+from spusim.training.records import run_directory
 
 N, KAPPA0, SEED = 16, 0.01, 0
 T_SOLVE = 2000.0
@@ -144,12 +145,14 @@ def plot(points: list[Point], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="accuracy", help="path prefix of the .md and .png")
+    parser = Parser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", help="path prefix of the .md and .png (default: accuracy.md "
+                                      "and .png in a new directory runs/<timestamp>-accuracy/; "
+                                      "the docs page: --out docs/accuracy)")
     parser.add_argument("--quick", action="store_true", help="every other setting only")
     args = parser.parse_args(argv)
     points = sweep(args.quick)
-    out = Path(args.out)
+    out = Path(args.out) if args.out else run_directory("accuracy") / "accuracy"
     plot(points, out.with_suffix(".png"))
     text = table(points)
     out.with_suffix(".md").write_text(page(text, out.with_suffix(".png").name))

@@ -71,7 +71,7 @@ def test_worked_example_matches_the_daemon(raw: zmq.Socket) -> None:
     assert len(error[0]) == stated(r"Reply, (\d+) bytes:\n\n    86")
     arrays = {"J": np.array([[1.0, 0.5]]), "H": np.array([[2.0]]), "b": np.ones(2),
               "x": np.ones(2)}
-    solve = msgpack.packb({"v": [1, 2], "id": 8, "op": "solve_factored", "args": {
+    solve = msgpack.packb({"v": [1, 3], "id": 8, "op": "solve_factored", "args": {
         "damping": 1.0, "integrator": "exact", "burn_ns": 900, "record_ns": 100, "seed": 7},
         "arrays": [{"name": name, "dtype": "<f8", "shape": list(a.shape)}
                    for name, a in arrays.items()]})

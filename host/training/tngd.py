@@ -7,12 +7,12 @@ device solves (C + lambda I) x = g by letting its state relax under
     dx = -((C + lambda I) x - g) dt/tau + sqrt(2 kappa0/tau) dW        (Eq. 15, damping explicit)
 
 for an analog time t; the state read back is the natural-gradient estimate, which an outer
-update rule (SGD with momentum, or Adam) applies. The paper's typos are corrected as
-papers.md section 1.13 says: C = (1/b) J_f^T H_L J_f, and the device integrates with the drift
-sign above: by default with the exact transition of the factored coupling where the device
-allows it (the same damping on every cell, no anti-alias filter), which crosses the unrecorded
-part of a run in one step; else, or on request (the paper's numerics), by Euler-Maruyama at the
-daemon's em_step.
+update rule (SGD with momentum, or Adam) applies. The paper's typos are corrected: C = (1/b)
+J_f^T H_L J_f with J_f of shape (b d_z) x N (Eq. 16's order; Eqs. 9 and 22 write the transpose),
+and the device integrates with the drift sign above: by default with the exact transition of
+the factored coupling where the device allows it (the same damping on every cell, no anti-alias
+filter), which crosses the unrecorded part of a run in one step; else, or on request (the
+paper's numerics), by Euler-Maruyama at the daemon's em_step.
 
 One step of :class:`ThermodynamicNGD` on the device, in order:
 
