@@ -82,6 +82,7 @@ _IMMEDIATE_OPS = frozenset({"hello", "ping", "status", "shutdown", "acquire", "r
 _SESSIONLESS_OPS = frozenset({"hello", "ping", "status", "release", "inject_fault"})
 _MAX_FRAMES = 3 + MAX_ARRAYS  # routing id, REQ delimiter, header, arrays
 _POLL_MS = 100
+_RCVMORE = int(zmq.RCVMORE)
 # Why a stopped op is answered the way it is: the code of each reason.
 _STOPPED = {"shutdown": ErrorCode.SHUTTING_DOWN, "lease_expired": ErrorCode.LEASE_EXPIRED,
             "cancel": ErrorCode.CANCELLED}
@@ -229,7 +230,7 @@ class DeviceServer:
         (read one by one, never held)."""
         frames = [self._router.recv(copy=False)]
         dropped = 0
-        while self._router.rcvmore:
+        while self._router.getsockopt(_RCVMORE):  # the property costs an import lookup
             if len(frames) < _MAX_FRAMES:
                 frames.append(self._router.recv(copy=False))
             else:  # read into a scratch byte: no object per frame

@@ -76,3 +76,19 @@ def test_a_failing_run_names_the_steps_done(pair) -> None:
     assert caught.value.code == "NOT_POSITIVE_DEFINITE"
     assert caught.value.details["completed"] == ["program_factored", "set_bias"]
     assert fused.status()["programmed"]
+
+
+def test_runs_longer_than_the_daemons_longest_are_refused_before_queueing() -> None:
+    """delay + burn-in + recording together count against the daemon's max_run_ns."""
+    served = ServedDevice(server_options={"max_run_ns": 10_000}, cells=16)
+    try:
+        with Device.connect(served.endpoint) as device:
+            J, H, b = np.ones((1, 4)), np.eye(1), np.ones(4)
+            with pytest.raises(Exception) as caught:
+                device.solve_factored(J, H, 0.5, b, burn_ns=6_000, record_ns=6_000)
+            assert caught.value.code == "BAD_ARGUMENT" and "longest run" in str(caught.value)
+            assert device.status()["programmed"] is False
+            assert device.solve_factored(J, H, 0.5, b, burn_ns=4_000,
+                                         record_ns=6_000).readout.samples == 60
+    finally:
+        served.stop()
