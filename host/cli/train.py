@@ -112,13 +112,17 @@ CHECKS = {
 }
 
 
-def check(args: argparse.Namespace, n_train: int) -> str | None:
+def check(args: argparse.Namespace) -> str | None:
     """The first bad option value as one line naming the option and its allowed range, or
-    None. ``n_train``: training images (the largest batch)."""
+    None (all but --batch-size, which needs the data)."""
     for option, (attribute, ok, allowed) in CHECKS.items():
         given = getattr(args, attribute)
         if not (given is None or math.isfinite(given)) or not ok(given):
             return f"{option} must be {allowed}, got {given}"
+    return None
+
+
+def check_batch_size(args: argparse.Namespace, n_train: int) -> str | None:
     if not 1 <= args.batch_size <= n_train:
         return (f"--batch-size must be in 1..{n_train} (the {args.data} training set), got "
                 f"{args.batch_size}")
@@ -127,12 +131,16 @@ def check(args: argparse.Namespace, n_train: int) -> str | None:
 
 def main(args: argparse.Namespace) -> int:
     """Run ``spu train`` with parsed ``args``; returns the exit code."""
+    problem = check(args)
+    if problem:
+        print(f"spu train: error: {problem}", file=sys.stderr)
+        return 2
     from spusim.driver.client import Device
     from spusim.training.data import load
     from spusim.training.runs import one_blas_thread, plot, record, run, summary_table, write_json
 
     data = load(args.data)
-    problem = check(args, len(data.train))
+    problem = check_batch_size(args, len(data.train))
     if problem:
         print(f"spu train: error: {problem}", file=sys.stderr)
         return 2
@@ -145,6 +153,8 @@ def main(args: argparse.Namespace) -> int:
                    eval_every=args.eval_every)
     config: dict[str, Any] = {"spec": asdict(spec), "lr": spec.learning_rate,
                               "data": args.data, "seed": spec.seed}
+    start = (f"spu train: {spec.label()}, {spec.model} on {args.data}, {spec.iterations} "
+             f"iterations of batch {spec.batch_size}")
     try:
         with one_blas_thread():
             if spec.optimizer in DEVICE_OPTIMIZERS:
@@ -152,8 +162,11 @@ def main(args: argparse.Namespace) -> int:
                           else Device.spawn(kappa0=args.kappa0, seed=spec.seed))
                 with device:
                     config["device"] = device.config
+                    print(f"{start}; daemon {device.endpoint}, kappa0 = "
+                          f"{device.config['kappa0']:g}", flush=True)
                     result = run(spec, data, device)
             else:
+                print(start, flush=True)
                 result = run(spec, data)
     except KeyboardInterrupt:  # before the first iteration (daemon start-up): nothing to record
         print("spu train: interrupted", file=sys.stderr)

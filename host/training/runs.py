@@ -139,10 +139,15 @@ def build_optimizer(spec: RunSpec, model: nn.Module,
 
 def run(spec: RunSpec, data: Dataset, device: Device | None = None,
         progress: bool = True) -> Result:
-    """Train ``spec`` (a fresh model) on ``data`` with a progress bar on stderr."""
-    model = build_model(spec.model, data, spec.hidden, spec.seed, spec.channels)
-    optimizer = build_optimizer(spec, model, device)
+    """Train ``spec`` (a fresh model) on ``data`` with a progress bar on stderr. Ctrl-C ends
+    the run early (History.interrupted; no records if it came before the first iteration)."""
     started = time.perf_counter()
+    try:
+        model = build_model(spec.model, data, spec.hidden, spec.seed, spec.channels)
+        optimizer = build_optimizer(spec, model, device)
+    except KeyboardInterrupt:
+        empty = History(spec.optimizer, [], math.nan, math.nan, interrupted=True)
+        return Result(spec.label(), empty, time.perf_counter() - started)
     with ProgressBar(spec.label(), spec.iterations,
                      stream=None if progress else _Null()) as bar:
         history = train(model, optimizer, data, spec.iterations, batch_size=spec.batch_size,
@@ -187,7 +192,7 @@ def seeds_table(groups: dict[str, list[Result]]) -> str:
 def final_train_loss(history: History, window: int = 10) -> float:
     """Mean batch loss over the last ``window`` iterations (a less noisy final loss)."""
     loss = history.series("loss")
-    return float(loss[-window:].mean())
+    return float(loss[-window:].mean()) if loss.size else math.nan
 
 
 def record(results: list[Result], config: dict[str, Any],
@@ -201,7 +206,7 @@ def record(results: list[Result], config: dict[str, Any],
                      "final_train_loss": final_train_loss(h),
                      "final_test_loss": h.final_test_loss,
                      "final_test_accuracy": h.final_test_accuracy,
-                     "sim_time_ns": h.records[-1].sim_time_ns,
+                     "sim_time_ns": h.records[-1].sim_time_ns if h.records else 0,
                      "host_seconds": result.host_seconds,
                      "rows": h.rows()})
     return {"config": config, "runs": runs}
