@@ -90,8 +90,11 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
                         default=defaults.integrator,
                         help="the device's integrator: Euler-Maruyama at its em_step (the "
                              "paper's) or the exact transition of the factored coupling")
+    device.add_argument("--cells", type=int, default=None,
+                        help="the device's capacity (default: the daemon's own, 4096); it must "
+                             "hold the model's N parameters")
     device.add_argument("--connect", metavar="ENDPOINT",
-                        help="use a running daemon instead of starting one (--kappa0 ignored)")
+                        help="use a running daemon instead of starting one (--kappa0, --cells ignored)")
     parser.add_argument("--seed", type=int, default=defaults.seed,
                         help="model initialisation, batch order and device noise")
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every,
@@ -115,6 +118,7 @@ CHECKS = {
     "--t": ("t", lambda v: v >= 0, ">= 0 (units of tau)"),
     "--t-d": ("delay", lambda v: v >= 0, ">= 0 (units of tau)"),
     "--kappa0": ("kappa0", lambda v: v >= 0, ">= 0"),
+    "--cells": ("cells", lambda v: v is None or v >= 1, ">= 1"),
 }
 
 
@@ -164,8 +168,9 @@ def main(args: argparse.Namespace) -> int:
     try:
         with one_blas_thread():
             if spec.optimizer in DEVICE_OPTIMIZERS:
+                capacity = {} if args.cells is None else {"cells": args.cells}
                 device = (Device.connect(args.connect) if args.connect
-                          else Device.spawn(kappa0=args.kappa0, seed=spec.seed))
+                          else Device.spawn(kappa0=args.kappa0, seed=spec.seed, **capacity))
                 with device:
                     config["device"] = device.config
                     print(f"{start}; daemon {device.endpoint}, kappa0 = "
