@@ -210,13 +210,14 @@ def test_window_average_readout_averages_every_sample(spu_device: Device, stream
     np.testing.assert_allclose(estimate, expected, rtol=0, atol=1e-12 * np.linalg.norm(expected))
 
 
-@pytest.mark.parametrize("warm_start", [None, False])
-def test_delay_runs_the_old_drift_and_keeps_the_state_by_algorithm_1(
-        spu_device: Device, stream, warm_start) -> None:
-    """Step 1 with t_d: the state read at step 0 runs t_d more under step 0's (A, g), then t
-    under step 1's, from where it was (Algorithm 1: t_d > 0 keeps the state), or from g with
-    warm_start=False."""
-    h, k, d = step_size(spu_device), 5, 3
+@pytest.mark.parametrize("d, warm_start, kept", [
+    (3, None, True), (3, False, False), (0, None, False), (0, True, True)])
+def test_algorithm_1_resets_at_zero_delay_and_keeps_the_state_after_a_delay(
+        spu_device: Device, stream, d: int, warm_start, kept: bool) -> None:
+    """Step 1 after step 0's readout: with t_d = d h > 0 the state runs t_d more under step 0's
+    (A, g); then t under step 1's, from where it was (Algorithm 1's rule for t_d > 0, or
+    warm_start=True) or from g (its rule for t_d = 0, or warm_start=False)."""
+    h, k = step_size(spu_device), 5
     model = small_model()
     optimizer = TNGD(model, device=spu_device, lr=0.3, damping=DAMPING, t=k * h, delay=d * h,
                      warm_start=warm_start)
@@ -229,12 +230,12 @@ def test_delay_runs_the_old_drift_and_keeps_the_state_by_algorithm_1(
     x_read = euler(A0, g0, g0, k, h)
     np.testing.assert_allclose(first.direction.numpy(), x_read,
                                atol=1e-12 * np.linalg.norm(x_read))
-    start = euler(A0, g0, x_read, d, h) if warm_start is None else g1
+    start = euler(A0, g0, x_read, d, h) if kept else g1
     expected = euler(A1, g1, start, k, h)
     np.testing.assert_allclose(second.direction.numpy(), expected, rtol=0,
                                atol=1e-12 * np.linalg.norm(expected))
     assert first.device.delay_ns == 0  # nothing to delay before the first upload
-    assert second.device.delay_ns == spu_device.duration_ns(d * h)
+    assert second.device.delay_ns == (spu_device.duration_ns(d * h) if d else 0)
 
 
 def test_pipelined_steps_solve_with_the_previous_factors(spu_device: Device, stream) -> None:
