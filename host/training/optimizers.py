@@ -154,7 +154,8 @@ class NGD(NaturalGradient):
 class NGDCG(NaturalGradient):
     """d ~ (C + lambda I)^-1 g by ``iterations`` conjugate-gradient iterations on
     curvature-vector products (posteriors.cg; C never formed), from 0 or, with
-    ``warm_start``, from the previous step's d."""
+    ``warm_start``, from the previous step's d (not kept in the state dict; from 0 when N
+    changed)."""
 
     name = "ngd-cg"
 
@@ -166,8 +167,9 @@ class NGDCG(NaturalGradient):
 
     def _direction(self, lin: Linearization, step: int) -> Direction:
         g = lin.grad
-        x0 = self._previous.to(g.dtype) if self.warm_start and self._previous is not None \
-            else None
+        previous = self._previous
+        usable = self.warm_start and previous is not None and previous.shape == g.shape
+        x0 = previous.to(g.dtype) if usable else None  # type: ignore[union-attr]
         d, info = curvatures._posteriors().cg(
             curvatures.matvec(lin, self.curvature), g, x0,
             maxiter=round(value(self.iterations, step)), damping=value(self.damping, step),
