@@ -119,7 +119,9 @@ def test_pipelined_tngd_is_timed_by_the_loop_clock(data, spu_device: Device) -> 
 def test_longer_analog_runs_approach_exact_ngd(data) -> None:
     """Fig. 4(a) of the paper on digits: 100 iterations of TNGD (kappa0 = 0.001, lambda = 0.1,
     lr 0.3, Algorithm 1's reset) reach a lower training loss the longer the device runs: at
-    t = 0.5 tau over 3x exact NGD's, at t = 10 tau within 2x."""
+    t = 0.5 tau over 2x exact NGD's, at t = 10 tau within 1.6x (measured with these seeds:
+    2.6x and 1.4x; with the state kept instead, as before Algorithm 1's rule was the default,
+    4.5-5x and 1.4-1.5x over three seeds)."""
     def final_loss(make) -> float:
         model = mlp(64, 10, (16,), seed=0)
         train(model, make(model), data, 100, batch_size=32, seed=0, eval_every=None)
@@ -131,4 +133,4 @@ def test_longer_analog_runs_approach_exact_ngd(data) -> None:
                                                 t=t, seed=0))
                   for t in (0.5, 2.0, 10.0)]
     assert losses[0] > losses[1] > losses[2], losses
-    assert losses[0] > 3 * exact and losses[2] < 2 * exact, (losses, exact)
+    assert losses[0] > 2 * exact and losses[2] < 1.6 * exact, (losses, exact)
