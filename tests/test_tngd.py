@@ -21,6 +21,7 @@ approaches as h -> 0 at fixed t = k h. Hence the limits:
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -46,11 +47,13 @@ FINE = {"kappa0": 0.0, "seed": 0, "em_step_ns": 10, "sample_interval_ns": 10}
 
 
 @pytest.fixture
-def fine_device(spu_daemon_pool) -> Device:
+def fine_device(spu_daemon_pool) -> Iterator[Device]:
     """A noiseless device with a ten times finer EM step and ADC interval (0.01 tau)."""
-    device = spu_daemon_pool.get(FINE).connect()
+    daemon = spu_daemon_pool.get(FINE)
+    device = daemon.connect()
     device.reset()
-    return device
+    yield device
+    daemon.close_clients()
 
 
 @pytest.fixture(scope="module")

@@ -196,7 +196,8 @@ class TNGD(NaturalGradient):
     """TNGD as a torch optimizer over ``model``'s parameters (module doc). The paper's
     hyperparameters are the defaults: lr 0.01, damping lambda 0.01, t = 50 tau, Algorithm 1's
     reset rule; ``update=Adam(1e-3, betas=(0.0, 0.0))`` is TNGD-Adam as the paper ran it.
-    ``device``: a connected Device with at least N cells. The other options are
+    ``device``: a connected Device with room for N (else the daemon refuses the upload with
+    CAPACITY_EXCEEDED: spawn it with more ``cells``). The other options are
     :class:`ThermodynamicNGD`'s and NaturalGradient's (params, loss, lr, momentum, update,
     curvature); ``pipelined``: solve with the previous step's factors (module doc)."""
 
