@@ -155,6 +155,21 @@ def test_parameter_groups_get_their_own_learning_rate(batch) -> None:
                                    atol=1e-15)
 
 
+def test_a_torch_lr_scheduler_sets_the_learning_rate(batch) -> None:
+    """torch.optim.lr_scheduler works on the NGD family as on any torch optimizer: StepLR
+    halves lr after each step, and each update moves theta by that step's lr times d."""
+    model = small_model()
+    optimizer = NGD(model, lr=0.2, damping=0.1)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    for k in range(3):
+        before = ParameterSet(model).flat()
+        optimizer.step(*batch)
+        scheduler.step()
+        torch.testing.assert_close(ParameterSet(model).flat(),
+                                   before - 0.2 * 0.5**k * optimizer.report.direction,
+                                   rtol=0, atol=1e-15)
+
+
 def test_frozen_parameters_stay_put_and_zero_grad_is_harmless(batch) -> None:
     model = small_model()
     model[1].requires_grad_(False)  # the first dense layer

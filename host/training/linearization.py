@@ -17,8 +17,9 @@ order, each flattened row-major (:class:`ParameterSet`). Frozen parameters
 - ``jvp(v)`` (b, d_z) and ``vjp(u)`` (N,): products with J_f;
 - ``forward(theta)``: the batch outputs as a function of theta, for other torch.func tools.
 
-A model must treat samples independently (no batch statistics: BatchNorm in eval mode only),
-and all trainable parameters must share one floating dtype.
+A model must treat samples independently (no batch statistics: BatchNorm in eval mode only;
+dropout in eval mode too, as vmap refuses random operations by default), and all trainable
+parameters must share one floating dtype.
 """
 
 from __future__ import annotations
