@@ -19,6 +19,7 @@ import sys
 import time
 
 import numpy as np
+import torch
 import zmq
 from threadpoolctl import threadpool_limits
 
@@ -66,9 +67,13 @@ def measure(n: int = N, m: int = M, reps: int = 3, warmup: int = 0,
         header = f"{m} {n}".encode()
         rng = np.random.default_rng(1)
         sums, adc = (np.zeros(n), np.zeros((0, 0))), kernels.ideal_adc(n)
+        kernels.warm_up()  # numba's cache loaded here, as the daemon does before it is ready
+
+        # torch views of the same memory: the solver takes a torch model's factors
+        factors, g_torch = Factors(torch.from_numpy(J), torch.from_numpy(H)), torch.from_numpy(g)
 
         def product() -> None:
-            solver.solve(Factors(J, H), g, 0)
+            solver.solve(factors, g_torch, 0)
 
         def kernel() -> None:
             step = factored_transition(J, H, DAMPING, KAPPA0, d_tau)

@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 
 from spusim import Device
+from spusim.training import curvature
 from spusim.training.data import batches, load_digits
+from spusim.training.linearization import Linearization, ParameterSet
+from spusim.training.losses import Loss
 from spusim.training.models import mlp
 from spusim.training.tngd import ThermodynamicNGD
-from spusim.training import curvature
 from tests.conftest import ServedDevice
 
 
@@ -37,11 +39,12 @@ def test_fused_step_is_the_separate_ops(pair, integrator, readout, warm_start, d
     data = load_digits()
     stream = batches(data.train, 8, seed=1)
     model = mlp(64, 10, (4,), seed=2)
+    params, loss = ParameterSet(model), Loss("cross_entropy")
     solvers = [ThermodynamicNGD(device, damping=0.5, t=1.5, delay=delay, readout=readout,
                                 warm_start=warm_start, integrator=integrator, seed=11)
                for device in pair]
     for step in range(3):
-        lin = model.linearize(next(stream))
+        lin = Linearization(model, params, *next(stream), loss)
         factors = curvature.factors(lin, "ggn")
         sent = fused.requests_sent
         results = [solver.solve(factors, lin.grad, step) for solver in solvers]

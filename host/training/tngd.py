@@ -1,28 +1,42 @@
-"""Thermodynamic natural gradient descent (TNGD, arXiv 2405.13817, Algorithm 1) on an SPU.
+"""Thermodynamic natural gradient descent (TNGD, arXiv 2405.13817, Algorithm 1) on an SPU, as
+a torch optimizer:
+
+    with Device.spawn(kappa0=1e-3) as device:
+        opt = TNGD(model, device=device, loss="cross_entropy", lr=0.01, damping=0.01, t=50.0)
+        for x, y in loader:
+            loss = opt.step(x, y)   # forward, gradient, factors, device solve, update
 
 Each step the host computes the gradient g and the curvature in factored form C = J^T H J (the
-GGN: J = J_f ((b d_z) x N), H = H_L / b; or the empirical Fisher; host/training/curvature.py) and the
-device solves (C + lambda I) x = g by letting its state relax under
+GGN: J = J_f ((b d_z) x N) from torch.func, H = H_L / b; or the empirical Fisher;
+host/training/curvature.py) and the device solves (C + lambda I) x = g by letting its state
+relax under
 
     dx = -((C + lambda I) x - g) dt/tau + sqrt(2 kappa0/tau) dW        (Eq. 15, damping explicit)
 
-for an analog time t; the state read back is the natural-gradient estimate, which an outer
-update rule (SGD with momentum, or Adam) applies. The paper's typos are corrected: C = (1/b)
-J_f^T H_L J_f with J_f of shape (b d_z) x N (Eq. 16's order; Eqs. 9 and 22 write the transpose),
-and the device integrates with the drift sign above: by default with the exact transition of
-the factored coupling where the device allows it (the same damping on every cell, no anti-alias
-filter), which crosses the unrecorded part of a run in one step; else, or on request (the
-paper's numerics), by Euler-Maruyama at the daemon's em_step.
+for an analog time t; the state read back is the natural-gradient estimate, which the update
+rule (SGD with momentum, or ``update=Adam(lr, betas=(0, 0))``: TNGD-Adam as the paper ran it)
+applies. The paper's typos are corrected: C = (1/b) J_f^T H_L J_f with J_f of shape (b d_z) x N
+(Eq. 16's order; Eqs. 9 and 22 write the transpose), and the device integrates with the drift
+sign above: by default with the exact transition of the factored coupling where the device
+allows it (the same damping on every cell, no anti-alias filter), which crosses the unrecorded
+part of a run in one step; else, or on request (the paper's numerics), by Euler-Maruyama at the
+daemon's em_step.
 
-One step of :class:`ThermodynamicNGD` on the device, in order:
+The wire is float64: a float32 model's factors and gradient are computed in float32, uploaded
+as float64, and the estimate is cast back to float32 for the update.
+
+One device solve (:class:`ThermodynamicNGD`, the only code here that calls the device), in
+order:
 
 1. delay (t_d > 0, not on the first step): run t_d under the previous step's programming, the
    analog state drifting on between a measurement and the next upload (section 4, Fig. 4b);
-2. upload: ``program_factored(J, H, damping=lambda)`` and ``set_bias(g)``; the state is
-   warm-started (it persists from the previous step, as on hardware), or with
-   ``warm_start=False`` reset to g by ``set_state(g)``: the SGD (t = 0) to NGD (t -> infinity)
-   interpolation, <x(t)> = e^{-At} g + (I - e^{-At}) A^-1 g. The first step always sets the
-   state to g (Algorithm 1: g~_0 = grad l(theta_0));
+2. upload: ``program_factored(J, H, damping=lambda)`` and ``set_bias(g)``; the state is kept
+   from the previous step (warm start) or reset to g by ``set_state(g)``. Algorithm 1's rule by
+   default (``warm_start=None``): reset when t_d = 0, kept when t_d > 0; ``warm_start`` True
+   or False forces either. Reset, the estimate follows the SGD (t = 0) to NGD (t -> infinity)
+   interpolation <x(t)> = e^{-At} g + (I - e^{-At}) A^-1 g. The first step always sets the
+   state to g (Algorithm 1: g~_0 = grad l(theta_0)), and so does the first after the number of
+   trainable parameters changed or a ``load_state_dict``;
 3. analog run of t (rounded up to whole ADC sample intervals, at least one);
 4. readout: ``"final"`` reads the last ADC sample (the state at t: a run of t minus one
    interval unrecorded, then one recorded interval), ``"average"`` the mean of every sample of
@@ -31,7 +45,7 @@ One step of :class:`ThermodynamicNGD` on the device, in order:
 ``pipelined=True`` uploads the gradient and curvature of the previous step instead of the
 current one (Eqs. 15-18, Fig. 1: the device solves with theta_{k-1}'s factors while the host
 computes theta_k's), the loop that timing.pipeline.LoopClock times; the default is Algorithm 1's
-synchronous loop. On a daemon that serves ``solve_factored`` (protocol 1.2) steps 1-4 travel
+synchronous loop. On a daemon that serves ``solve_factored`` (protocol 1.3) steps 1-4 travel
 in one request, one round trip instead of 5-7; each step inside costs the simulated time it
 would cost on its own. Every step's simulated time is collected per phase in a
 :class:`DeviceStep`, from which the training loop builds the iteration's timing.
@@ -42,14 +56,18 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from collections.abc import Iterable
+from typing import Any
+
 import numpy as np
+import torch
+from torch import nn
 
 from spusim.driver.client import Device, Readout
-from spusim.training.curvature import CURVATURES, Factors, factors
-from spusim.training.models import Linearization
-from spusim.training.optimizers import Direction, Optimizer
+from spusim.training.curvature import Factors, factors
+from spusim.training.linearization import Linearization, ParameterSet
+from spusim.training.optimizers import Direction, NaturalGradient
 from spusim.training.schedules import Schedule, value
-from spusim.training.updates import SGD, Adam, UpdateRule
 from spusim.timing.model import Phase
 from spusim.timing.pipeline import IterationCosts
 
@@ -87,79 +105,78 @@ class DeviceStep:
 
 
 class ThermodynamicNGD:
-    """The SPU as a preconditioner: d ~ (C + lambda I)^-1 g, read from ``device``.
-
-    damping lambda, t (analog time per step) and delay t_d (both in units of tau) may be
-    schedules of the step. curvature: "ggn" or "fisher". readout: "final" or "average".
-    warm_start: keep the state between steps (False: set it to g every step). seed: restarts
-    the device's noise stream at the first run, for reproducible runs. integrator: the
-    device's integrator for the factored coupling, "exact" (no step-size bias or limit, the
-    unrecorded part of a run in one step), "euler_maruyama" (the paper's numerics), or "auto"
-    (default): "exact" where the device can run it (no mismatch, which makes the damping
-    differ between cells, and no anti-alias filter), else "euler_maruyama".
-    """
+    """The SPU as a preconditioner: d ~ (C + lambda I)^-1 g, read from ``device`` (steps 1-4
+    of the module doc). damping lambda, t (analog time per step) and delay t_d (both in units
+    of tau) may be schedules of the step. readout: "final" or "average". warm_start: None
+    (Algorithm 1's rule), True (keep the state) or False (reset it to g every step). seed:
+    restarts the device's noise stream at the first run, for reproducible runs. integrator:
+    the device's integrator for the factored coupling, "exact" (no step-size bias or limit,
+    the unrecorded part of a run in one step), "euler_maruyama" (the paper's numerics), or
+    "auto" (default): "exact" where the device can run it (no mismatch, which makes the
+    damping differ between cells, and no anti-alias filter), else "euler_maruyama"."""
 
     def __init__(self, device: Device, *, damping: Schedule = 0.01, t: Schedule = 50.0,
-                 delay: Schedule = 0.0, warm_start: bool = True, readout: str = "final",
-                 curvature: str = "ggn", pipelined: bool = False,
-                 seed: int | None = None, integrator: str = "auto") -> None:
+                 delay: Schedule = 0.0, warm_start: bool | None = None,
+                 readout: str = "final", seed: int | None = None,
+                 integrator: str = "auto") -> None:
         if integrator not in INTEGRATORS:
             raise ValueError(f"integrator must be one of {list(INTEGRATORS)}, got "
                              f"{integrator!r}")
         if readout not in READOUTS:
             raise ValueError(f"readout must be one of {list(READOUTS)}, got {readout!r}")
-        if curvature not in CURVATURES:
-            raise ValueError(f"curvature must be one of {list(CURVATURES)}, got {curvature!r}")
         self.device = device
         self.damping, self.t, self.delay = damping, t, delay
-        self.warm_start, self.readout, self.curvature = warm_start, readout, curvature
-        self.pipelined, self.integrator = pipelined, _resolved(integrator, device.config)
+        self.warm_start, self.readout = warm_start, readout
+        self.integrator = _resolved(integrator, device.config)
         self._seed = seed
-        self._started = False
-        self._pending: tuple[Factors, np.ndarray] | None = None
+        self._programmed_n: int | None = None  # N of the last upload; None: nothing to keep
 
-    def __call__(self, lin: Linearization, step: int) -> Direction:
-        upload = (factors(lin, self.curvature), lin.grad)
-        if self.pipelined:
-            upload, self._pending = self._pending or upload, upload
-        started = time.perf_counter()
-        estimate, report = self.solve(upload[0], upload[1], step)
-        return Direction(estimate, {}, report, time.perf_counter() - started)
+    def restart(self) -> None:
+        """Forget the device's state: the next solve sets it to g (and runs no delay)."""
+        self._programmed_n = None
 
-    def solve(self, curvature: Factors, g: np.ndarray,
+    def keeps_state(self, step: int) -> bool:
+        """Whether ``step`` starts from the previous state (else from g)."""
+        if self.warm_start is not None:
+            return self.warm_start
+        return value(self.delay, step) > 0
+
+    def solve(self, curvature: Factors, g: torch.Tensor,
               step: int) -> tuple[np.ndarray, DeviceStep]:
         """One device solve of (J^T H J + lambda I) x = g (steps 1-4 of the module doc): the
-        estimate (N,) and what the device did."""
+        estimate (N,) float64 and what the device did."""
         device, clock_before = self.device, self.device.sim_time_ns
+        J, H, g = (np.asarray(a.detach().cpu(), dtype=np.float64)
+                   for a in (curvature.J, curvature.H, g))
+        started = self._programmed_n == len(g)
         delay = value(self.delay, step)
-        delay_ns = device.duration_ns(delay) if self._started and delay > 0 else 0
-        state = None if self._started and self.warm_start else g
+        delay_ns = device.duration_ns(delay) if started and delay > 0 else 0
+        state = None if started and self.keeps_state(step) else g
         burn_ns, record_ns = self._windows(value(self.t, step))
         damping = value(self.damping, step)
         if device.supports("solve_factored"):
-            solved = device.solve_factored(curvature.J, curvature.H, damping, g, x=state,
-                                           delay_ns=delay_ns, burn_ns=burn_ns,
-                                           record_ns=record_ns, integrator=self.integrator,
-                                           seed=self._take_seed())
+            solved = device.solve_factored(J, H, damping, g, x=state, delay_ns=delay_ns,
+                                           burn_ns=burn_ns, record_ns=record_ns,
+                                           integrator=self.integrator, seed=self._take_seed())
             steps, readout = solved.steps, solved.readout
         else:
-            steps, readout = self._separately(curvature, damping, g, state, delay_ns, burn_ns,
+            steps, readout = self._separately(J, H, damping, g, state, delay_ns, burn_ns,
                                               record_ns)
-        self._started = True
+        self._programmed_n = len(g)
         return readout.mean, _device_step(steps, readout.samples,
                                           device.sim_time_ns - clock_before)
 
-    def _separately(self, curvature: Factors, damping: float, g: np.ndarray,
+    def _separately(self, J: np.ndarray, H: np.ndarray, damping: float, g: np.ndarray,
                     state: np.ndarray | None, delay_ns: int, burn_ns: int,
                     record_ns: int) -> tuple[list[tuple[str, dict]], Readout]:
-        """The step as one op per request (a daemon before protocol 1.2): the (op, result)
+        """The step as one op per request (a daemon before protocol 1.3): the (op, result)
         steps, as solve_factored replies them, and the read-out."""
         device = self.device
         steps: list[tuple[str, dict]] = []
         if delay_ns:
             steps.append(("run", device.run(delay_ns, record=False, seed=self._take_seed())))
         steps.append(("program_factored", device.program_factored(
-            curvature.J, curvature.H, damping, integrator=self.integrator)))
+            J, H, damping, integrator=self.integrator)))
         steps.append(("set_bias", device.set_bias(g)))
         if state is not None:
             steps.append(("set_state", device.set_state(state)))
@@ -221,16 +238,46 @@ def _phases(results: list[dict]) -> dict[Phase, int]:
     return {phase: ns for phase, ns in total.items() if ns}
 
 
-def tngd(device: Device, update: UpdateRule | None = None, *, lr: Schedule = 0.01,
-         momentum: Schedule = 0.0, damping: Schedule = 0.01, t: Schedule = 50.0,
-         delay: Schedule = 0.0, warm_start: bool = True, readout: str = "final",
-         curvature: str = "ggn", pipelined: bool = False, seed: int | None = None,
-         integrator: str = "auto") -> Optimizer:
-    """TNGD with SGD(lr, momentum) on top, or with ``update`` (e.g. ``Adam(lr, 0, 0)``:
-    TNGD-Adam as the paper ran it); the other arguments as in :class:`ThermodynamicNGD`."""
-    rule = update if update is not None else SGD(lr, momentum)
-    name = "tngd-adam" if isinstance(rule, Adam) else "tngd"
-    return Optimizer(name, ThermodynamicNGD(device, damping=damping, t=t, delay=delay,
-                                            warm_start=warm_start, readout=readout,
-                                            curvature=curvature, pipelined=pipelined,
-                                            seed=seed, integrator=integrator), rule)
+class TNGD(NaturalGradient):
+    """TNGD as a torch optimizer over ``model``'s parameters (module doc). The paper's
+    hyperparameters are the defaults: lr 0.01, damping lambda 0.01, t = 50 tau, Algorithm 1's
+    reset rule; ``update=Adam(1e-3, betas=(0.0, 0.0))`` is TNGD-Adam as the paper ran it.
+    ``device``: a connected Device with room for N (else the daemon refuses the upload with
+    CAPACITY_EXCEEDED: spawn it with more ``cells``). The other options are
+    :class:`ThermodynamicNGD`'s and NaturalGradient's (params, loss, lr, momentum, update,
+    curvature); ``pipelined``: solve with the previous step's factors (module doc)."""
+
+    name = "tngd"
+
+    def __init__(self, model: nn.Module, params: Iterable[Any] | None = None, *,
+                 device: Device, t: Schedule = 50.0, delay: Schedule = 0.0,
+                 warm_start: bool | None = None, readout: str = "final",
+                 pipelined: bool = False, seed: int | None = None,
+                 integrator: str = "auto", **options: Any) -> None:
+        super().__init__(model, params, **options)
+        self.solver = ThermodynamicNGD(device, damping=self.damping, t=t, delay=delay,
+                                       warm_start=warm_start, readout=readout, seed=seed,
+                                       integrator=integrator)
+        self.pipelined = pipelined
+        self._pending: tuple[Factors, torch.Tensor] | None = None
+
+    def _digital_step(self, params: ParameterSet, x: torch.Tensor,
+                      y: torch.Tensor) -> tuple[Linearization, Any]:
+        """The gradient and the factors to upload (float64)."""
+        lin = Linearization(self.model, params, x, y, self.loss_fn)
+        return lin, (factors(lin, self.curvature), lin.grad.double())
+
+    def _device_step(self, work: tuple[Factors, torch.Tensor]) -> Direction:
+        upload = work
+        if self.pipelined:
+            upload, self._pending = self._pending or work, work
+        started = time.perf_counter()
+        estimate, report = self.solver.solve(upload[0], upload[1], self.steps)
+        return Direction(torch.from_numpy(estimate), {}, report,
+                         time.perf_counter() - started)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """The update rule's state and the step count; the device's state restarts from g."""
+        super().load_state_dict(state_dict)
+        self.solver.restart()
+        self._pending = None
