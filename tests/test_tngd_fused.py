@@ -4,12 +4,14 @@ op per request: with the same seeds the same estimates bit for bit, the same Dev
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
 from spusim import Device
+from spusim.protocol import ErrorCode, decode_reply
 from spusim.training import curvature
 from spusim.training.data import batches, load_digits
 from spusim.training.linearization import Linearization, ParameterSet
@@ -94,4 +96,32 @@ def test_runs_longer_than_the_daemons_longest_are_refused_before_queueing() -> N
             assert device.solve_factored(J, H, 0.5, b, burn_ns=4_000,
                                          record_ns=6_000).readout.samples == 60
     finally:
+        served.stop()
+
+
+def test_a_cancelled_solve_names_the_steps_it_did() -> None:
+    """A cancel while the recorded run executes: CANCELLED, how far that run got, and the
+    steps done before it (which took effect, as separate ops would have)."""
+    from tests.test_attacks import LONG_RUN_NS, call, dealer, receive, send
+
+    served = ServedDevice(kappa0=0.01, cells=64)
+    socket = dealer(served.context, served.endpoint)
+    try:
+        J, H = np.random.default_rng(0).standard_normal((4, 64)) / 8, np.eye(4)
+        send(socket, 1, "solve_factored", "fused", {
+            "damping": 1.0, "integrator": "euler_maruyama", "record_ns": LONG_RUN_NS},
+            arrays={"J": J, "H": H, "b": np.ones(64)})
+        deadline = time.monotonic() + 10
+        while served.server.status()["busy_with"] != "solve_factored":
+            assert time.monotonic() < deadline, "the solve never started"
+            time.sleep(0.01)
+        time.sleep(0.2)  # into the run
+        assert call(socket, 2, "cancel", "fused", {"request": 1}).result == {"request": "running"}
+        reply = decode_reply(receive(socket, 5))
+        assert reply.error is not None and reply.error["code"] == ErrorCode.CANCELLED
+        details = reply.error["details"]
+        assert details["completed"] == ["program_factored", "set_bias"]
+        assert 0 < details["completed_ns"] < LONG_RUN_NS
+    finally:
+        socket.close(linger=0)
         served.stop()
