@@ -1,11 +1,11 @@
 """A message's frames onto and off a ZeroMQ socket, at pyzmq's lowest per-frame cost.
 
-pyzmq's ``send_multipart``/``recv_multipart`` with ``copy=False`` wrap every frame as a
-``zmq.Frame`` (and go through flag enums per frame), a few microseconds of CPU per message
-beyond a plain copied send (docs/performance.md); a small frame (a routing id, a msgpack
-header) is cheaper copied. Arrays are sent and
-received as zero-copy frames still, so a large upload is never copied in Python, and so is any
-received frame whose size is not bounded before it is read.
+pyzmq's ``send_multipart``/``recv_multipart`` wrap every frame as a ``zmq.Frame`` when asked
+not to copy, and resolve flag enums and socket options per frame: a few microseconds of CPU
+per message (docs/performance.md). Here a small frame (a routing id, a msgpack header) is
+sent copied, which is cheaper, and an array without a copy; received frames are never copied
+(their sizes are not checked before they are read), and the "more frames" option is read by
+its number.
 """
 
 from __future__ import annotations
@@ -29,12 +29,11 @@ def send_frames(socket: zmq.Socket[Any], frames: Sequence[Any]) -> None:
                     copy=memoryview(frame).nbytes < ZERO_COPY_BYTES)
 
 
-def recv_frames(socket: zmq.Socket[Any], copied: int) -> list[Any]:
-    """One message's frames: the first ``copied`` as bytes (a ROUTER's routing id, at most
-    255 bytes), the rest as zero-copy ``zmq.Frame``s, so a large frame (one the receiver has
-    not yet checked, as a header over its limit) never costs a second copy. Blocks as the
-    socket's receive timeout says (zmq.Again when it runs out before a message)."""
-    frames: list[Any] = [socket.recv(copy=copied > 0)]
+def recv_frames(socket: zmq.Socket[Any]) -> list[Any]:
+    """One message's frames as zero-copy ``zmq.Frame``s (none copied: a frame's size is not
+    checked before it is read). Blocks as the socket's receive timeout says (zmq.Again when it
+    runs out before a message)."""
+    frames: list[Any] = [socket.recv(copy=False)]
     while socket.getsockopt(_RCVMORE):
-        frames.append(socket.recv(copy=len(frames) < copied))
+        frames.append(socket.recv(copy=False))
     return frames

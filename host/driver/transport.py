@@ -146,7 +146,7 @@ class Transport:
             if timeout_ms != self._rcvtimeo:
                 socket.rcvtimeo = self._rcvtimeo = timeout_ms
             try:
-                frames = recv_frames(socket, copied=0)
+                frames = recv_frames(socket)
             except zmq.Again:
                 continue
             try:
