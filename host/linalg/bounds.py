@@ -1,0 +1,115 @@
+"""First-order bounds on the systematic error of a result, from what the host knows: the values
+the DACs actually programmed (their rounding is deterministic), the sizes of the chip's
+mismatch and offsets (random per chip, so counted at two standard deviations), and the ADC's
+step.
+
+Where a bound needs ||A^-1||_2, it comes from the device's own data, not from a digital
+factorisation: an inverse's estimate has it directly, and a solve's batch means bound it
+through their spread. Each mode a of A contributes to the variance of a time average over T
+tau at least 2 kappa0 / (a^2 T) (continuous sampling; discrete samples only add), so
+tr(A^-2) <= T sum_i Var(mean_i) / (2 kappa0), and ||A^-1||_2 <= sqrt(tr(A^-2)); the variance
+is taken at the upper end of its 95 % chi-square interval from the blocks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import chi2
+
+from spusim.linalg.results import Systematics
+from spusim.linalg.session import Session
+
+# Random chip errors (mismatch, offsets) enter the bounds at this many standard deviations.
+_SIGMAS = 2.0
+
+
+def programmed_error(session: Session, matrix: np.ndarray, scale: float) -> np.ndarray:
+    """What the coupling DAC made of ``scale * matrix``, minus it, in the matrix's units."""
+    scaled = scale * matrix
+    return (session.converters.coupling.programmed(scaled) - scaled) / scale
+
+
+def bias_error(session: Session, vector: np.ndarray, scale: float) -> np.ndarray:
+    """What the bias DAC made of ``scale * vector``, minus it, in the vector's units."""
+    scaled = scale * vector
+    return (session.converters.bias.programmed(scaled) - scaled) / scale
+
+
+def inverse_norm_from_spread(mean_variance: float, t_sample: float, kappa0: float,
+                             blocks: int) -> float:
+    """Upper bound on ||A^-1||_2 (device units) from the summed variance of the block-averaged
+    means over t_sample tau (see the module docstring); inf without thermal noise."""
+    if kappa0 <= 0:
+        return np.inf
+    upper = mean_variance * (blocks - 1) / chi2.ppf(0.05, blocks - 1)
+    return float(np.sqrt(t_sample * upper / (2 * kappa0)))
+
+
+def solve_bound(session: Session, A: np.ndarray, b: np.ndarray, x: np.ndarray,
+                standard_error: np.ndarray, scales: tuple[float, float], t_sample: float,
+                blocks: int) -> float:
+    """Bound on ||x - A^-1 b|| from quantization, mismatch, offsets and ADC steps.
+
+    x - A^-1 b = A_q^-1 (delta_b - delta_A x) for the programmed A_q = A + delta_A and
+    b_q = b + delta_b, so ||.|| <= ||A_q^-1||_2 ||delta_b - delta_A x||; the readings' offsets
+    and ADC rounding add to x directly. scales: (s_A, s_b).
+    """
+    s_a, s_b = scales
+    config, n = session.device.config, A.shape[0]
+    residual = float(np.linalg.norm(bias_error(session, b, s_b)
+                                    - programmed_error(session, A, s_a) @ x))
+    residual += (mismatch_bound(session, A) * float(np.linalg.norm(x))
+                 + _SIGMAS * float(config["bias_offset"]) * np.sqrt(n) / s_b)
+    bound = 0.0
+    if residual > 0:
+        device_variance = float(np.sum((standard_error * s_b / s_a) ** 2))
+        bound = s_a * inverse_norm_from_spread(device_variance, t_sample, session.kappa0,
+                                               blocks) * residual
+    reading = _SIGMAS * float(config["readout_offset"]) + session.converters.adc.step / 2
+    return bound + reading * np.sqrt(n) * s_a / s_b
+
+
+def inverse_bound(session: Session, A: np.ndarray, X: np.ndarray, s_a: float) -> float:
+    """Bound on ||X - A^-1||_F for an inverse X read from the covariance kappa0 (s_a A)^-1.
+
+    A_q^-1 - A^-1 = -A_q^-1 delta_A A^-1 ~ -X delta_A X; mismatch adds up to 2 sigma ||A||_F
+    ||X||_2^2. In device units the readings' offsets add o o^T (||.||_F ~ N ro^2), the bias
+    offsets a mean m m^T (||m||^2 <= ||A_q^-1||^2 N bo^2) and the ADC's rounding step^2 / 12
+    per variance (Sheppard); they scale by s_a / kappa0 into X's units.
+    """
+    norm_x = float(np.linalg.norm(X, 2))
+    bound = float(np.linalg.norm(X @ programmed_error(session, A, s_a) @ X))
+    bound += mismatch_bound(session, A) * norm_x**2
+    if session.kappa0 <= 0:
+        return np.inf
+    return bound + moment_error(session, A.shape[0], norm_x / s_a) * s_a / session.kappa0
+
+
+def mismatch_bound(session: Session, matrix: np.ndarray) -> float:
+    """2 sigma ||matrix||_F: the Frobenius size of the chip's mismatch on ``matrix``."""
+    return _SIGMAS * float(session.device.config["mismatch"]) * float(np.linalg.norm(matrix))
+
+
+def moment_error(session: Session, n: int, inverse_norm: float) -> float:
+    """Bound (Frobenius, device units^2) on the error of a zero-mean second moment read from n
+    cells: readout offsets o o^T, the mean m m^T the bias offsets cause through a drift whose
+    inverse has norm ``inverse_norm`` (device units), and the ADC rounding step^2 / 12."""
+    config = session.device.config
+    return (_SIGMAS**2 * n * (float(config["readout_offset"]) ** 2
+                              + (inverse_norm * float(config["bias_offset"])) ** 2)
+            + np.sqrt(n) * session.converters.adc.step**2 / 12)
+
+
+def systematics(session: Session, matrix: np.ndarray, scales: tuple[float, float],
+                bound: float) -> Systematics:
+    """The :class:`Systematics` of an operation that programmed ``scales[0] * matrix``."""
+    s_a, s_b = scales
+    config, conv = session.device.config, session.converters
+    return Systematics(
+        dac_clipped=session.counts["dac_clipped"], bias_clipped=session.counts["bias_clipped"],
+        adc_clipped=session.counts["adc_clipped"], coupling_scale=s_a, bias_scale=s_b,
+        coupling_step=conv.coupling.step / s_a, bias_step=conv.bias.step / s_b,
+        adc_step=conv.adc.step,
+        quantization_error=float(np.linalg.norm(programmed_error(session, matrix, s_a))),
+        mismatch=float(config["mismatch"]), bias_offset=float(config["bias_offset"]),
+        readout_offset=float(config["readout_offset"]), bound=float(bound))
