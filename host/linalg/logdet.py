@@ -75,10 +75,12 @@ def logdet(device: Device, A: Any, *, intervals: int = 8, t_burn: float = 50.0,
     samples = 0
     values = np.zeros((intervals + 1, blocks))  # f(lambda_k) per block
     inverses = np.zeros((intervals + 1, n, n))  # A_lambda^-1 estimates, for the bounds
+    seeds = (np.random.SeedSequence(seed).generate_state(intervals + 1, np.uint64) >> 1
+             if seed is not None else [None] * (intervals + 1))  # independent per node
     for k in range(1, intervals + 1):
         session.program(s * (c * np.eye(n) + lambdas[k] * D), integrator=integrator)
         session.set_bias(np.zeros(n))
-        node_seed = burn_in(session, t_burn, None if seed is None else seed + k)
+        node_seed = burn_in(session, t_burn, None if seed is None else int(seeds[k]))
         reads = sample_blocks(session, t_sample, blocks, node_seed, second_moments=True,
                               progress=None)
         moments = np.array([r.second_moment for r in reads]) * (s / session.kappa0)
