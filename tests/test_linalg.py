@@ -119,3 +119,16 @@ def test_the_hosts_converter_is_the_devices() -> None:
                                       device_values)
     assert Converter(4, 2.0).scale_for(np.array([4.0])) == pytest.approx(1.75 / 4.0)
 
+
+
+def test_spu_linalg_command(capsys: pytest.CaptureFixture[str]) -> None:
+    from spusim.cli import main
+
+    assert main(["linalg", "--n", "3", "--ops", "solve", "logdet", "expnegm"]) == 0
+    out = capsys.readouterr().out
+    for op in ("solve", "logdet", "expnegm"):
+        row = next(line for line in out.splitlines() if line.strip().startswith(op))
+        relative_error, estimated = (float(v) for v in row.split()[1:3])
+        assert relative_error < 3 * estimated
+    assert main(["linalg", "--n", "0"]) == 2
+    assert "--n must be in 1..64" in capsys.readouterr().err

@@ -6,6 +6,7 @@
     spu demo --solve           start a private daemon and solve a linear system on it
     spu train                  train a model on digits with a chosen optimizer, write a record
     spu timing                 per-iteration time of TNGD and digital optimizers versus N
+    spu linalg                 solve, inv, logdet, lyapunov and expnegm on a private daemon
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     from spusim.cli.train import add_parser as add_train_parser
 
     add_train_parser(commands)
+    from spusim.cli.linalg_demo import add_parser as add_linalg_parser
+
+    add_linalg_parser(commands)
     timing = commands.add_parser(
         "timing", help="per-iteration time of TNGD and the digital optimizers versus N",
         description="Estimate one training iteration of SGD, Adam, exact NGD, NGD-CG, "
@@ -100,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
             from spusim.cli.train import main as train_main
 
             return train_main(args)
+        if args.command == "linalg":
+            from spusim.cli.linalg_demo import main as linalg_main
+
+            return linalg_main(args)
         return _demo(args)
     except DeviceError as error:
         print(f"spu: {error}", file=sys.stderr)

@@ -51,13 +51,17 @@ def transformed_drift(session: Session, A: np.ndarray, Q: np.ndarray | None,
                       scale: bool, lag_tau: float | None = None) -> Transformed:
     """The general drift for A and the diffusion Q (None: I), scaled into the coupling DAC's
     range (s = 1 without ``scale``). With ``lag_tau`` (expnegm), s is then lowered to the
-    largest value for which lag_tau / s is a whole number of ADC sample intervals."""
+    largest value for which lag_tau / s is a whole number of ADC sample intervals (one interval
+    on a device with an ideal DAC, where any s fits)."""
     factor = None if Q is None else cholesky_factor(Q, "Q")
     drift = A if factor is None else solve_triangular(factor, A @ factor, lower=True)
-    s = session.converters.coupling.scale_for(drift) if scale else 1.0
+    coupling = session.converters.coupling
+    s = coupling.scale_for(drift) if scale else 1.0
     if lag_tau is not None:
         interval = float(session.device.config["sample_interval_ns"]) / session.device.tau_ns
-        s = lag_tau / (np.ceil(lag_tau / (s * interval) - 1e-9) * interval)
+        if scale and coupling.full_scale is None:
+            s = np.inf  # an ideal DAC: the lag can be a single sample interval
+        s = lag_tau / (max(1.0, np.ceil(lag_tau / (s * interval) - 1e-9)) * interval)
     return Transformed(drift, factor, float(s))
 
 
