@@ -287,10 +287,10 @@ def circuit_transition(A: np.ndarray, integrator: str, config: DeviceConfig) -> 
     Overdamped (a general drift, possibly non-normal): dx = -(A x - b) dt + sqrt(2 kappa0) dW,
     time in tau; the step is Van Loan's (device/linear_sde.py: matrix exponentials, no
     eigendecomposition, so it stays exact for non-normal A), after checking that every
-    eigenvalue of A has a positive real part. Underdamped: time in tau. RLC: the Maxwell capacitance matrix is capacitance_farad * A and
-    the injected current noise kappa0 * capacitance_farad / resistance_ohm (A^2 s), so that the
-    voltages' stationary covariance is kappa0 A^-1, as on the overdamped device; time in
-    seconds. With ``readout_tau_ns`` the filter output leads the state
+    eigenvalue of A has a positive real part. Underdamped: time in tau. RLC: the Maxwell
+    capacitance matrix is capacitance_farad * A and the injected current noise kappa0 *
+    capacitance_farad / resistance_ohm (A^2 s), so that the voltages' stationary covariance is
+    kappa0 A^-1, as on the overdamped device; time in seconds. With ``readout_tau_ns`` the filter output leads the state
     (:func:`device.circuits.with_readout_filter`).
     """
     if integrator != "exact":

@@ -132,3 +132,16 @@ def test_spu_linalg_command(capsys: pytest.CaptureFixture[str]) -> None:
         assert relative_error < 3 * estimated
     assert main(["linalg", "--n", "0"]) == 2
     assert "--n must be in 1..64" in capsys.readouterr().err
+
+
+def test_the_anti_alias_filters_bias_is_in_the_inverses_estimate() -> None:
+    """A filter of time constant tau shrinks each mode's variance by a / (a + lambda): the
+    inverse is ~40 % low, and its error estimate must say so."""
+    served = ServedDevice(kappa0=0.01, cells=8, readout_tau_ns=1000.0)
+    A = stats.spd_matrix(np.linspace(0.5, 2.0, 4), seed=3)
+    with Device.connect(served.endpoint) as device:
+        result = linalg.inv(device, A, t_sample=4000, seed=1)
+    served.stop()
+    error = np.linalg.norm(result.inverse - np.linalg.inv(A))
+    assert error > 5 * result.sampling_error
+    assert error <= result.error_estimate

@@ -12,9 +12,9 @@ error from batch means, the samples, the simulated device time per phase, and th
 :class:`~spusim.linalg.results.Systematics` the device reported (clipping, quantization steps,
 mismatch, offsets) with a bound on the error they cause. A clipped converter raises
 :class:`ConverterClipped` unless ``on_clip="warn"``. Modules: solve (solve, inv), logdet,
-lyapunov (lyapunov and the general-drift OU set-up), expnegm; session (device ops with
-clipping counted), sampling (schedules, batch means), converters (DAC/ADC behaviour, scaling),
-bounds (systematic error bounds), results, errors. docs/physics.md gives the error laws.
+lyapunov, expnegm, ou (the general-drift process both run, and the transform that realises a
+diffusion Q); session (device ops with clipping counted), sampling (schedules, batch means),
+converters (DAC/ADC behaviour, scaling), bounds (systematic error bounds), results, errors. docs/physics.md gives the error laws.
 """
 
 from spusim.linalg.errors import ClippingWarning, ConverterClipped

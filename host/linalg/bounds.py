@@ -58,7 +58,7 @@ def solve_bound(session: Session, A: np.ndarray, b: np.ndarray, x: np.ndarray,
     config, n = session.device.config, A.shape[0]
     residual = float(np.linalg.norm(bias_error(session, b, s_b)
                                     - programmed_error(session, A, s_a) @ x))
-    residual += (mismatch_bound(session, A) * float(np.linalg.norm(x))
+    residual += (mismatch_bound(session, A * x[None, :])  # delta_A x, delta_A = sigma A o E
                  + _SIGMAS * float(config["bias_offset"]) * np.sqrt(n) / s_b)
     bound = 0.0
     if residual > 0:
@@ -72,14 +72,16 @@ def solve_bound(session: Session, A: np.ndarray, b: np.ndarray, x: np.ndarray,
 def inverse_bound(session: Session, A: np.ndarray, X: np.ndarray, s_a: float) -> float:
     """Bound on ||X - A^-1||_F for an inverse X read from the covariance kappa0 (s_a A)^-1.
 
-    A_q^-1 - A^-1 = -A_q^-1 delta_A A^-1 ~ -X delta_A X; mismatch adds up to 2 sigma ||A||_F
-    ||X||_2^2. In device units the readings' offsets add o o^T (||.||_F ~ N ro^2), the bias
+    A_q^-1 - A^-1 = -A_q^-1 delta_A A^-1 ~ -X delta_A X; for the mismatch delta_A = sigma A o E
+    (E standard normal) its RMS size is sigma sqrt(c^T (A o A) c), c = the squared column norms
+    of X, counted at 2 sigma. In device units the readings' offsets add o o^T (||.||_F ~ N ro^2), the bias
     offsets a mean m m^T (||m||^2 <= ||A_q^-1||^2 N bo^2) and the ADC's rounding step^2 / 12
     per variance (Sheppard); they scale by s_a / kappa0 into X's units.
     """
     norm_x = float(np.linalg.norm(X, 2))
     bound = float(np.linalg.norm(X @ programmed_error(session, A, s_a) @ X))
-    bound += mismatch_bound(session, A) * norm_x**2
+    columns = np.sum(X * X, axis=0)
+    bound += mismatch_bound(session, np.sqrt(np.outer(columns, columns)) * A)
     if session.kappa0 <= 0:
         return np.inf
     return bound + moment_error(session, A.shape[0], norm_x / s_a) * s_a / session.kappa0
@@ -93,11 +95,18 @@ def mismatch_bound(session: Session, matrix: np.ndarray) -> float:
 def moment_error(session: Session, n: int, inverse_norm: float) -> float:
     """Bound (Frobenius, device units^2) on the error of a zero-mean second moment read from n
     cells: readout offsets o o^T, the mean m m^T the bias offsets cause through a drift whose
-    inverse has norm ``inverse_norm`` (device units), and the ADC rounding step^2 / 12."""
+    inverse has norm ``inverse_norm`` (device units), the ADC rounding step^2 / 12, and the
+    anti-alias filter of rate a (per tau), which shrinks each mode's variance by a / (a +
+    lambda): kappa0 (a I + A)^-1 missing, at most kappa0 sqrt(n) / a for a drift with a
+    positive definite symmetric part."""
     config = session.device.config
-    return (_SIGMAS**2 * n * (float(config["readout_offset"]) ** 2
-                              + (inverse_norm * float(config["bias_offset"])) ** 2)
-            + np.sqrt(n) * session.converters.adc.step**2 / 12)
+    error = (_SIGMAS**2 * n * (float(config["readout_offset"]) ** 2
+                               + (inverse_norm * float(config["bias_offset"])) ** 2)
+             + np.sqrt(n) * session.converters.adc.step**2 / 12)
+    filter_tau_ns = float(config.get("readout_tau_ns") or 0.0)
+    if filter_tau_ns:
+        error += session.kappa0 * np.sqrt(n) * filter_tau_ns / session.device.tau_ns
+    return error
 
 
 def systematics(session: Session, matrix: np.ndarray, scales: tuple[float, float],
