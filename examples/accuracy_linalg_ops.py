@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from scipy.linalg import expm, solve_continuous_lyapunov
 
+from accuracy_sweep import write_report
 from spusim import Device, linalg
 
 N, KAPPA0, SEED = 8, 0.01, 0
@@ -149,13 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="accuracy_ops", help="path prefix of the .md and .png")
     args = parser.parse_args(argv)
-    points = sweep()
-    out = Path(args.out)
-    plot(points, out.with_suffix(".png"))
-    text = table(points)
-    out.with_suffix(".md").write_text(page(text, out.with_suffix(".png").name))
-    print(text)
-    print(f"\nwrote {out.with_suffix('.md')} and {out.with_suffix('.png')}")
+    write_report(Path(args.out), sweep(), plot, table, page)
     return 0
 
 

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -161,14 +163,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="accuracy", help="path prefix of the .md and .png")
     parser.add_argument("--quick", action="store_true", help="every other setting only")
     args = parser.parse_args(argv)
-    points = sweep(args.quick)
-    out = Path(args.out)
+    write_report(Path(args.out), sweep(args.quick), plot, table, page)
+    return 0
+
+
+def write_report(out: Path, points: list[Any], plot: Callable[[list[Any], Path], None],
+                 table: Callable[[list[Any]], str], page: Callable[[str, str], str]) -> None:
+    """Write ``out``.png (``plot``) and ``out``.md (``page`` around ``table``), print the table."""
     plot(points, out.with_suffix(".png"))
     text = table(points)
     out.with_suffix(".md").write_text(page(text, out.with_suffix(".png").name))
     print(text)
     print(f"\nwrote {out.with_suffix('.md')} and {out.with_suffix('.png')}")
-    return 0
 
 
 if __name__ == "__main__":
