@@ -145,3 +145,16 @@ def test_the_anti_alias_filters_bias_is_in_the_inverses_estimate() -> None:
     error = np.linalg.norm(result.inverse - np.linalg.inv(A))
     assert error > 5 * result.sampling_error
     assert error <= result.error_estimate
+
+
+def test_sampling_waits_for_the_programmed_values_to_settle() -> None:
+    """A programming path of 20 tau: without waiting, the first samples see a coupling far from
+    A; the burn-in is stretched to the replies' settle_ns."""
+    served = ServedDevice(kappa0=0.01, cells=8, program_tau_ns=20_000.0)
+    A = stats.spd_matrix(np.linspace(1.0, 2.0, 3), seed=2)
+    with Device.connect(served.endpoint) as device:
+        result = linalg.solve(device, A, np.ones(3), t_burn=1.0, t_sample=200, seed=1)
+    served.stop()
+    assert result.systematics.settle_ns > 100 * 1000
+    assert result.device_time_ns > result.systematics.settle_ns
+    assert np.linalg.norm(result.x - np.linalg.solve(A, np.ones(3))) < 4 * result.error_estimate

@@ -121,4 +121,6 @@ def systematics(session: Session, matrix: np.ndarray, scales: tuple[float, float
         adc_step=conv.adc.step,
         quantization_error=float(np.linalg.norm(programmed_error(session, matrix, s_a))),
         mismatch=float(config["mismatch"]), bias_offset=float(config["bias_offset"]),
-        readout_offset=float(config["readout_offset"]), bound=float(bound))
+        readout_offset=float(config["readout_offset"]),
+        readout_tau_ns=float(config.get("readout_tau_ns") or 0.0), settle_ns=session.settle_ns,
+        bound=float(bound))

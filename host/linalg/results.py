@@ -26,7 +26,9 @@ class Systematics:
     ideal); adc_step: one ADC LSB in device units. quantization_error: ||A_programmed - A||_F
     in the user's units, from the values the DAC realised. mismatch: the chip's relative
     element error (standard deviation); bias_offset, readout_offset: its per-cell offsets
-    (device units). bound: the error these effects can cause in the result (same norm as
+    (device units). readout_tau_ns: the anti-alias filter's time constant (0: none), whose
+    variance loss the bound includes. settle_ns: the longest settling of a programmed value
+    (finite programming bandwidth), waited out before sampling. bound: the error these effects can cause in the result (same norm as
     ``error_estimate``), to first order; inf when it cannot be bounded (no thermal noise).
     """
 
@@ -42,6 +44,8 @@ class Systematics:
     mismatch: float
     bias_offset: float
     readout_offset: float
+    readout_tau_ns: float
+    settle_ns: int
     bound: float
 
     @property

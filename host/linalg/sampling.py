@@ -29,9 +29,14 @@ def check_schedule(t_burn: float, t_sample: float, blocks: int) -> None:
 
 
 def burn_in(session: Session, t_burn: float, seed: int | None) -> int | None:
-    """Let the programmed device run unrecorded for ``t_burn`` tau; returns the seed if unused."""
-    if t_burn > 0:
-        session.run(session.duration_ns(t_burn), record=False, seed=seed)
+    """Let the programmed device run unrecorded for ``t_burn`` tau, and at least until what was
+    programmed has settled (a finite programming bandwidth: the replies' settle_ns); returns
+    the seed if unused."""
+    duration = max(session.duration_ns(t_burn) if t_burn > 0 else 0,
+                   session.duration_ns(session.settle_ns / session.device.tau_ns)
+                   if session.settle_ns else 0)
+    if duration > 0:
+        session.run(duration, record=False, seed=seed)
         return None
     return seed
 

@@ -31,15 +31,19 @@ class Session:
         self.converters = Converters.of(device.config)
         self.kappa0 = float(device.config["kappa0"])
         self.counts = {"dac_clipped": 0, "bias_clipped": 0, "adc_clipped": 0}
+        self.settle_ns = 0  # longest settling time of a programmed value (finite bandwidth)
         self._start_ns, self._start_phases = device.sim_time_ns, device.phase_ns
 
     def program(self, A: np.ndarray, *, integrator: str | None = None,
                 drift: str = "symmetric") -> None:
         reply = self.device.program(A, integrator=integrator, drift=drift)
+        self.settle_ns = max(self.settle_ns, int(reply.get("settle_ns", 0)))
         self._count("dac_clipped", reply.get("dac_clipped", 0))
 
     def set_bias(self, b: np.ndarray) -> None:
-        self._count("bias_clipped", self.device.set_bias(b).get("dac_clipped", 0))
+        reply = self.device.set_bias(b)
+        self.settle_ns = max(self.settle_ns, int(reply.get("settle_ns", 0)))
+        self._count("bias_clipped", reply.get("dac_clipped", 0))
 
     def set_state(self, x: np.ndarray) -> None:
         self._count("bias_clipped", self.device.set_state(x).get("dac_clipped", 0))
