@@ -8,8 +8,14 @@ time to a relative standard error of 1 % is the budget's time x (relative error 
 an extrapolation along the error law, not a second run. Two rows per operation: the device's
 simulated time (the timing model's clock: uploads, evolution, reads) and this emulator's wall
 time, both to 1 %, against the digital routine's wall time (median of repeats). A ratio above
-1 means slower than the digital routine. thermox is not compared: it is not installed here
-(JAX stays out of the default install).
+1 means slower than the digital routine.
+
+When thermox (the TLA authors' library, arXiv 2311.12759's expnegm; ``pip install -e
+".[thermox]"``) is installed, expnegm is also compared with thermox.linalg.expnegm at equal
+noise (both processes have the stationary covariance I) and equal statistics (the same number
+of lag pairs, the same shift alpha, 64 samples of burn-in for thermox), for the symmetric A and
+the non-normal drift: the relative error of each against expm, and the wall time per sample
+(thermox after a warm-up call, so without JAX's compilation).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from scipy.linalg import expm, solve_continuous_lyapunov
 
 from _common import Row, base_parser, median, print_table
 from spusim import Device, linalg
+from spusim.linalg.expnegm import symmetric_part_shift
 
 TARGET_ERROR = 0.01  # relative standard error
 SEED = 0
@@ -64,10 +71,48 @@ def digital_seconds(routine: Callable[[], Any], repeats: int = 20) -> float:
     return median(times)
 
 
+def thermox_rows(device: Device, cases: dict[str, np.ndarray], readings: int) -> list[Row]:
+    """Our expnegm against thermox's at equal noise and statistics (empty without thermox)."""
+    try:
+        import jax
+        import thermox
+    except ImportError:
+        return []
+    jax.config.update("jax_enable_x64", True)
+    rows = []
+    for label, matrix in cases.items():
+        truth = expm(-matrix)
+        shift = symmetric_part_shift(matrix)
+        started = time.perf_counter()
+        ours = linalg.expnegm(device, matrix, t=1.0, readings=readings, seed=SEED).expnegm
+        our_seconds = time.perf_counter() - started
+
+        def theirs() -> np.ndarray:
+            return np.asarray(thermox.linalg.expnegm(
+                jax.numpy.asarray(matrix), num_samples=readings, dt=1.0, burnin=64,
+                key=jax.random.PRNGKey(SEED), alpha=shift))
+
+        theirs()  # compile
+        started = time.perf_counter()
+        estimate = theirs()
+        their_seconds = time.perf_counter() - started
+        case = f"expnegm {label} N={len(matrix)}, {readings} samples"
+        rows.append(Row("vs thermox: rel. error", case, _relative(ours, truth),
+                        _relative(estimate, truth), "1", time=True))
+        rows.append(Row("vs thermox: wall/sample", case, our_seconds / readings,
+                        their_seconds / readings, "s", time=True))
+    return rows
+
+
+def _relative(estimate: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.linalg.norm(estimate - truth) / np.linalg.norm(truth))
+
+
 def measure(n: int = 16, retries: int = 1) -> list[Row]:
     rows = []
+    cases = problems(n)
     with Device.spawn(kappa0=0.01, seed=SEED, integrator="exact") as device:
-        for name, (matrix, routine) in problems(n).items():
+        for name, (matrix, routine) in cases.items():
             started = time.perf_counter()
             result, _, magnitude = run_device(device, name, matrix)
             wall = time.perf_counter() - started
@@ -78,6 +123,8 @@ def measure(n: int = 16, retries: int = 1) -> list[Row]:
                             digital, "s", time=True))
             rows.append(Row("linalg emulator wall", case, wall * factor, digital, "s",
                             time=True))
+        rows += thermox_rows(device, {"symmetric": cases["logdet"][0],
+                                      "non-normal": cases["expnegm"][0]}, readings=2001)
     return rows
 
 
