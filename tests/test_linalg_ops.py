@@ -73,6 +73,15 @@ def test_lyapunov_general_diffusion(device: Device) -> None:
     assert result.systematics.dac_clipped == 0
 
 
+def test_lyapunov_and_expnegm_ill_conditioned(device: Device) -> None:
+    """Condition number 100: the slowest mode relaxes in 20 tau, so longer runs."""
+    A = stats.spd_matrix(np.geomspace(0.05, 5.0, 4), seed=8)
+    result = linalg.lyapunov(device, A, t_burn=200, t_sample=20_000, blocks=20, seed=9)
+    assert _z(result.X, np.linalg.inv(A) / 2, result.standard_error) < Z_BOUND
+    result = linalg.expnegm(device, A, t=2.0, readings=1001, t_burn=200, seed=10)
+    assert _z(result.expnegm, expm(-2.0 * A), result.standard_error) < Z_BOUND
+
+
 def test_lyapunov_spd_is_half_the_inverse(device: Device) -> None:
     result = linalg.lyapunov(device, SPD, seed=5)
     assert _z(result.X, np.linalg.inv(SPD) / 2, result.standard_error) < Z_BOUND

@@ -52,7 +52,7 @@ def expnegm(device: Device, A: Any, t: float = 1.0, *, readings: int = 4000,
     if readings < 2 * blocks + 1:
         raise ValueError(f"readings must be at least 2 * blocks + 1 = {2 * blocks + 1}, got "
                          f"{readings}")
-    check_schedule(t_burn, 1.0, blocks)
+    check_schedule(t_burn, blocks)
     session = Session(device, on_clip, scale)
     if session.kappa0 <= 0:
         raise ValueError("expnegm needs thermal noise: this device runs with kappa0 = 0")

@@ -61,7 +61,7 @@ def logdet(device: Device, A: Any, *, intervals: int = 8, t_burn: float = 50.0,
     A = as_float64(A, "A", 2)
     if intervals < 2 or intervals % 2:
         raise ValueError(f"intervals must be even and >= 2, got {intervals}")
-    check_schedule(t_burn, t_sample, blocks)
+    check_schedule(t_burn, blocks, t_sample)
     session = Session(device, on_clip, scale)
     if session.kappa0 <= 0:
         raise ValueError("logdet needs thermal noise: this device runs with kappa0 = 0")

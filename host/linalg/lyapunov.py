@@ -38,7 +38,7 @@ def lyapunov(device: Device, A: Any, Q: Any = None, *, t_burn: float = 50.0,
     if A.shape[0] != A.shape[1] or (Q is not None and Q.shape != A.shape):
         raise ValueError(f"A must be square and Q of its shape, got {A.shape} and "
                          f"{None if Q is None else Q.shape}")
-    check_schedule(t_burn, t_sample, blocks)
+    check_schedule(t_burn, blocks, t_sample)
     session = Session(device, on_clip, scale)
     if session.kappa0 <= 0:
         raise ValueError("lyapunov needs thermal noise: this device runs with kappa0 = 0")

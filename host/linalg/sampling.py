@@ -18,11 +18,12 @@ from spusim.linalg.session import Session
 Progress = Callable[[int, int], None]  # called with (blocks done, blocks in all)
 
 
-def check_schedule(t_burn: float, t_sample: float, blocks: int) -> None:
-    """Refuse a bad schedule before anything is sent to the device."""
+def check_schedule(t_burn: float, blocks: int, t_sample: float | None = None) -> None:
+    """Refuse a bad schedule before anything is sent to the device (t_sample None: the
+    operation samples by readings, not by time)."""
     if t_burn < 0:
         raise ValueError(f"t_burn must be >= 0, got {t_burn}")
-    if t_sample <= 0:
+    if t_sample is not None and t_sample <= 0:
         raise ValueError(f"t_sample must be > 0, got {t_sample}")
     if blocks < 2:
         raise ValueError(f"blocks must be >= 2 for a standard error, got {blocks}")

@@ -33,7 +33,7 @@ def solve(device: Device, A: Any, b: Any, *, t_burn: float = 50.0, t_sample: flo
     the DACs' range (undone on x). on_clip: "raise" (:class:`ConverterClipped`) or "warn".
     """
     A, b = as_float64(A, "A", 2), as_float64(b, "b", 1)
-    check_schedule(t_burn, t_sample, blocks)
+    check_schedule(t_burn, blocks, t_sample)
     session = Session(device, on_clip, scale)
     scales = ((session.converters.coupling.scale_for(A), session.converters.bias.scale_for(b))
               if scale else (1.0, 1.0))
@@ -65,7 +65,7 @@ def inv(device: Device, A: Any, *, t_burn: float = 50.0, t_sample: float = 2000.
     averaged second moment, divided by the device's kappa0. Arguments as in :func:`solve`.
     """
     A = as_float64(A, "A", 2)
-    check_schedule(t_burn, t_sample, blocks)
+    check_schedule(t_burn, blocks, t_sample)
     session = Session(device, on_clip, scale)
     if session.kappa0 <= 0:
         raise ValueError("inv needs thermal noise: this device runs with kappa0 = 0")
