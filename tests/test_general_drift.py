@@ -16,7 +16,7 @@ from spusim.device.spu import EmulatedSPU
 from spusim.driver.errors import InvalidRequest, MatrixRejected
 from spusim.protocol import ErrorCode, ProtocolError
 
-# Strongly non-normal: its eigenvectors are nearly parallel (condition number ~ 1e3).
+# Strongly non-normal: its eigenvectors are nearly parallel (eigenvector condition number ~ 1e4).
 NON_NORMAL = np.array([[1.0, 40.0, 0.0], [0.0, 1.05, 5.0], [0.0, 0.0, 2.0]])
 
 
