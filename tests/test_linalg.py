@@ -124,7 +124,8 @@ def test_the_hosts_converter_is_the_devices() -> None:
 def test_spu_linalg_command(capsys: pytest.CaptureFixture[str]) -> None:
     from spusim.cli import main
 
-    assert main(["linalg", "--n", "3", "--ops", "solve", "logdet", "expnegm"]) == 0
+    assert main(["linalg", "--n", "3", "--ops", "solve", "logdet", "expnegm",
+                 "--readings", "400"]) == 0
     out = capsys.readouterr().out
     for op in ("solve", "logdet", "expnegm"):
         row = next(line for line in out.splitlines() if line.strip().startswith(op))
@@ -132,6 +133,7 @@ def test_spu_linalg_command(capsys: pytest.CaptureFixture[str]) -> None:
         assert relative_error < 3 * estimated
     assert main(["linalg", "--n", "0"]) == 2
     assert "--n must be in 1..64" in capsys.readouterr().err
+    assert main(["linalg", "--readings", "3"]) == 2
 
 
 def test_the_anti_alias_filters_bias_is_in_the_inverses_estimate() -> None:

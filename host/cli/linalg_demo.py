@@ -45,6 +45,8 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
                         help="condition number of the symmetric A (>= 1)")
     parser.add_argument("--non-normal", type=float, default=0.5,
                         help="size of the non-symmetric part of lyapunov's and expnegm's drift")
+    parser.add_argument("--readings", type=int, default=4000,
+                        help="expnegm's readings one lag apart (>= 21)")
     parser.add_argument("--kappa0", type=float, default=0.01, help="the device's thermal noise")
     parser.add_argument("--profile", choices=sorted(PROFILES), default="ideal",
                         help="the device's parameter set (spu-8cell: RLC cells, which neither "
@@ -55,14 +57,15 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     """Run ``spu linalg`` with parsed ``args``; returns the exit code."""
-    if not 1 <= args.n <= 64 or not args.condition >= 1 or not args.kappa0 > 0:
-        print("spu linalg: --n must be in 1..64, --condition >= 1 and --kappa0 > 0",
-              file=sys.stderr)
+    if (not 1 <= args.n <= 64 or not args.condition >= 1 or not args.kappa0 > 0
+            or args.readings < 21):
+        print("spu linalg: --n must be in 1..64, --condition >= 1, --kappa0 > 0 and "
+              "--readings >= 21", file=sys.stderr)
         return 2
     A, b = demo_problem(args.n, args.condition, args.seed)
     rng = np.random.default_rng(args.seed + 1)
     drift = A + args.non_normal * np.triu(rng.standard_normal(A.shape), 1)
-    cases = _cases(A, b, drift, args.seed)
+    cases = _cases(A, b, drift, args.seed, args.readings)
     print(f"spu linalg: N = {args.n}, condition {args.condition:g}, non-normal part "
           f"{args.non_normal:g}, profile {args.profile}, kappa0 {args.kappa0:g}", file=out)
     print(f"\n  {'op':<9} {'rel. error':>10} {'estimated':>10} {'samples':>9} "
@@ -89,7 +92,8 @@ def main(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
 Case = tuple[Callable[[Device], tuple[Any, Any]], Any]
 
 
-def _cases(A: np.ndarray, b: np.ndarray, drift: np.ndarray, seed: int) -> dict[str, Case]:
+def _cases(A: np.ndarray, b: np.ndarray, drift: np.ndarray, seed: int,
+           readings: int) -> dict[str, Case]:
     """Per op: how the device computes it (result, value) and the digital closed form."""
     return {
         "solve": (lambda d: _with(linalg.solve(d, A, b, t_sample=1000, seed=seed), "x"),
@@ -99,8 +103,8 @@ def _cases(A: np.ndarray, b: np.ndarray, drift: np.ndarray, seed: int) -> dict[s
                    np.linalg.slogdet(A)[1]),
         "lyapunov": (lambda d: _with(linalg.lyapunov(d, drift, seed=seed), "X"),
                      solve_continuous_lyapunov(drift, np.eye(len(A)))),
-        "expnegm": (lambda d: _with(linalg.expnegm(d, drift, t=1.0, seed=seed), "expnegm"),
-                    expm(-drift)),
+        "expnegm": (lambda d: _with(linalg.expnegm(d, drift, t=1.0, readings=readings,
+                                                   seed=seed), "expnegm"), expm(-drift)),
     }
 
 
