@@ -160,3 +160,12 @@ def test_sampling_waits_for_the_programmed_values_to_settle() -> None:
     assert result.systematics.settle_ns > 100 * 1000
     assert result.device_time_ns > result.systematics.settle_ns
     assert np.linalg.norm(result.x - np.linalg.solve(A, np.ones(3))) < 4 * result.error_estimate
+
+
+def test_the_bound_says_which_effect_dominates(four_bit_dac: Device) -> None:
+    """At 4 DAC bits on an otherwise ideal chip the quantization is the whole bound."""
+    A = stats.spd_matrix(np.linspace(0.5, 5.0, 8), seed=0)
+    found = linalg.inv(four_bit_dac, A, t_sample=1000, seed=0).systematics
+    assert found.quantization_bound > 0
+    assert found.mismatch_bound == 0 and found.readout_bound == 0
+    assert found.bound == found.quantization_bound

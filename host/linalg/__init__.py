@@ -14,7 +14,8 @@ mismatch, offsets) with a bound on the error they cause. A clipped converter rai
 :class:`ConverterClipped` unless ``on_clip="warn"``. Modules: solve (solve, inv), logdet,
 lyapunov, expnegm, ou (the general-drift process both run, and the transform that realises a
 diffusion Q); session (device ops with clipping counted), sampling (schedules, batch means),
-converters (DAC/ADC behaviour, scaling), bounds (systematic error bounds), results, errors. docs/physics.md gives the error laws.
+converters (DAC/ADC behaviour, scaling), bounds (systematic error bounds), results, errors.
+docs/physics.md gives the error laws.
 """
 
 from spusim.linalg.errors import ClippingWarning, ConverterClipped

@@ -19,6 +19,9 @@ from scipy.stats import chi2
 from spusim.linalg.results import Systematics
 from spusim.linalg.session import Session
 
+# A bound in parts: (quantization, mismatch, readout), each in the result's units and norm.
+Parts = tuple[float, float, float]
+
 # Random chip errors (mismatch, offsets) enter the bounds at this many standard deviations.
 _SIGMAS = 2.0
 
@@ -47,44 +50,43 @@ def inverse_norm_from_spread(mean_variance: float, t_sample: float, kappa0: floa
 
 def solve_bound(session: Session, A: np.ndarray, b: np.ndarray, x: np.ndarray,
                 standard_error: np.ndarray, scales: tuple[float, float], t_sample: float,
-                blocks: int) -> float:
-    """Bound on ||x - A^-1 b|| from quantization, mismatch, offsets and ADC steps.
+                blocks: int) -> Parts:
+    """Bound on ||x - A^-1 b|| from quantization, mismatch, offsets and ADC steps, in parts.
 
     x - A^-1 b = A_q^-1 (delta_b - delta_A x) for the programmed A_q = A + delta_A and
-    b_q = b + delta_b, so ||.|| <= ||A_q^-1||_2 ||delta_b - delta_A x||; the readings' offsets
-    and ADC rounding add to x directly. scales: (s_A, s_b).
+    b_q = b + delta_b, so ||.|| <= ||A_q^-1||_2 ||delta_b - delta_A x||; the mismatch's
+    delta_A x = sigma (A o E) x has the RMS size sigma ||A diag(x)||_F; the bias offsets add to
+    delta_b; the readings' offsets and ADC rounding add to x directly. scales: (s_A, s_b).
     """
     s_a, s_b = scales
     config, n = session.device.config, A.shape[0]
-    residual = float(np.linalg.norm(bias_error(session, b, s_b)
-                                    - programmed_error(session, A, s_a) @ x))
-    residual += (mismatch_bound(session, A * x[None, :])  # delta_A x, delta_A = sigma A o E
-                 + _SIGMAS * float(config["bias_offset"]) * np.sqrt(n) / s_b)
-    bound = 0.0
-    if residual > 0:
+    residuals = np.array([
+        np.linalg.norm(bias_error(session, b, s_b) - programmed_error(session, A, s_a) @ x),
+        mismatch_bound(session, A * x[None, :]),
+        _SIGMAS * float(config["bias_offset"]) * np.sqrt(n) / s_b])
+    parts = np.zeros(3)
+    if np.any(residuals > 0):
         device_variance = float(np.sum((standard_error * s_b / s_a) ** 2))
-        bound = s_a * inverse_norm_from_spread(device_variance, t_sample, session.kappa0,
-                                               blocks) * residual
+        norm = s_a * inverse_norm_from_spread(device_variance, t_sample, session.kappa0, blocks)
+        parts = np.where(residuals > 0, norm * residuals, 0.0)
     reading = _SIGMAS * float(config["readout_offset"]) + session.converters.adc.step / 2
-    return bound + reading * np.sqrt(n) * s_a / s_b
+    return (float(parts[0]), float(parts[1]),
+            float(parts[2]) + reading * np.sqrt(n) * s_a / s_b)
 
 
-def inverse_bound(session: Session, A: np.ndarray, X: np.ndarray, s_a: float) -> float:
+def inverse_bound(session: Session, A: np.ndarray, X: np.ndarray, s_a: float) -> Parts:
     """Bound on ||X - A^-1||_F for an inverse X read from the covariance kappa0 (s_a A)^-1.
 
     A_q^-1 - A^-1 = -A_q^-1 delta_A A^-1 ~ -X delta_A X; for the mismatch delta_A = sigma A o E
     (E standard normal) its RMS size is sigma sqrt(c^T (A o A) c), c = the squared column norms
-    of X, counted at 2 sigma. In device units the readings' offsets add o o^T (||.||_F ~ N ro^2), the bias
-    offsets a mean m m^T (||m||^2 <= ||A_q^-1||^2 N bo^2) and the ADC's rounding step^2 / 12
-    per variance (Sheppard); they scale by s_a / kappa0 into X's units.
+    of X, counted at 2 sigma. The readings' errors (:func:`moment_error`, device units) scale by
+    s_a / kappa0 into X's units.
     """
-    norm_x = float(np.linalg.norm(X, 2))
-    bound = float(np.linalg.norm(X @ programmed_error(session, A, s_a) @ X))
     columns = np.sum(X * X, axis=0)
-    bound += mismatch_bound(session, np.sqrt(np.outer(columns, columns)) * A)
-    if session.kappa0 <= 0:
-        return np.inf
-    return bound + moment_error(session, A.shape[0], norm_x / s_a) * s_a / session.kappa0
+    reading = moment_error(session, A.shape[0], float(np.linalg.norm(X, 2)) / s_a)
+    return (float(np.linalg.norm(X @ programmed_error(session, A, s_a) @ X)),
+            mismatch_bound(session, np.sqrt(np.outer(columns, columns)) * A),
+            reading * s_a / session.kappa0)
 
 
 def mismatch_bound(session: Session, matrix: np.ndarray) -> float:
@@ -110,7 +112,7 @@ def moment_error(session: Session, n: int, inverse_norm: float) -> float:
 
 
 def systematics(session: Session, matrix: np.ndarray, scales: tuple[float, float],
-                bound: float) -> Systematics:
+                parts: Parts) -> Systematics:
     """The :class:`Systematics` of an operation that programmed ``scales[0] * matrix``."""
     s_a, s_b = scales
     config, conv = session.device.config, session.converters
@@ -123,4 +125,5 @@ def systematics(session: Session, matrix: np.ndarray, scales: tuple[float, float
         mismatch=float(config["mismatch"]), bias_offset=float(config["bias_offset"]),
         readout_offset=float(config["readout_offset"]),
         readout_tau_ns=float(config.get("readout_tau_ns") or 0.0), settle_ns=session.settle_ns,
-        bound=float(bound))
+        quantization_bound=float(parts[0]), mismatch_bound=float(parts[1]),
+        readout_bound=float(parts[2]))

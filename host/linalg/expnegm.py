@@ -24,7 +24,13 @@ from typing import Any
 import numpy as np
 
 from spusim.driver.client import Device, as_float64
-from spusim.linalg.bounds import mismatch_bound, moment_error, programmed_error, systematics
+from spusim.linalg.bounds import (
+    Parts,
+    mismatch_bound,
+    moment_error,
+    programmed_error,
+    systematics,
+)
 from spusim.linalg.ou import Transformed, program_drift, transformed_drift
 from spusim.linalg.results import ExpnegmResult
 from spusim.linalg.sampling import Progress, batch_means, burn_in, check_schedule
@@ -65,12 +71,13 @@ def expnegm(device: Device, A: Any, t: float = 1.0, *, readings: int = 4000,
     gain = float(np.exp(shift * t))
     estimate, error = batch_means(gain * transformed.back(products, session.kappa0))
     costs = session.finish()
-    bound = gain * expnegm_bound(session, transformed, estimate / gain, t)
+    parts = expnegm_bound(session, transformed, estimate / gain, t)
+    found = systematics(session, transformed.drift, (transformed.scale, 1.0),
+                        (gain * parts[0], gain * parts[1], gain * parts[2]))
     sampling = float(np.linalg.norm(error))
     return ExpnegmResult(expnegm=estimate, shift=shift, standard_error=error,
-                         sampling_error=sampling, error_estimate=sampling + bound,
-                         systematics=systematics(session, transformed.drift,
-                                                 (transformed.scale, 1.0), bound),
+                         sampling_error=sampling, error_estimate=sampling + found.bound,
+                         systematics=found,
                          samples=readings, blocks=blocks, **costs)
 
 
@@ -103,7 +110,8 @@ def lag_products(session: Session, lag_tau: float, readings: int, blocks: int,
     return np.array([chunk.mean(axis=0) for chunk in np.array_split(pairs, blocks)])
 
 
-def expnegm_bound(session: Session, transformed: Transformed, E: np.ndarray, t: float) -> float:
+def expnegm_bound(session: Session, transformed: Transformed, E: np.ndarray,
+                  t: float) -> Parts:
     """First-order bound on ||e^{-tA} - estimate||_F (before the e^{alpha t} gain) from the
     drift's quantization and mismatch and the readings' offsets and ADC rounding.
 
@@ -114,13 +122,14 @@ def expnegm_bound(session: Session, transformed: Transformed, E: np.ndarray, t: 
     L = transformed.factor
     singular = np.ones(1) if L is None else np.linalg.svd(L, compute_uv=False)
     conditioning = float(singular[0] / singular[-1])
-    drift_error = (float(np.linalg.norm(programmed_error(session, transformed.drift,
-                                                         transformed.scale), 2))
-                   + mismatch_bound(session, transformed.drift)) * conditioning
+    rounding = float(np.linalg.norm(programmed_error(session, transformed.drift,
+                                                     transformed.scale), 2))
     norm_e = max(1.0, float(np.linalg.norm(E, 2)))
+    sensitivity = t * conditioning * norm_e**2
     s, kappa0 = transformed.scale, session.kappa0
     # ||Y_1||_2 = 1 / sigma_min(L)^2 for Y_1 = L^-1 L^-T; the drift's inverse ~ 2 Y_1 / s.
     inverse_norm = 2.0 / (float(singular[-1]) ** 2 * s)
     reading = (moment_error(session, E.shape[0], inverse_norm) * s / (2 * kappa0)
                * float(singular[0]) ** 2)
-    return t * drift_error * norm_e**2 + reading
+    return (sensitivity * rounding,
+            sensitivity * mismatch_bound(session, transformed.drift), reading)

@@ -30,7 +30,13 @@ from typing import Any
 import numpy as np
 
 from spusim.driver.client import Device, as_float64
-from spusim.linalg.bounds import mismatch_bound, moment_error, programmed_error, systematics
+from spusim.linalg.bounds import (
+    Parts,
+    mismatch_bound,
+    moment_error,
+    programmed_error,
+    systematics,
+)
 from spusim.linalg.results import LogdetResult
 from spusim.linalg.sampling import Progress, burn_in, check_schedule, sample_blocks
 from spusim.linalg.session import Session
@@ -96,16 +102,16 @@ def logdet(device: Device, A: Any, *, intervals: int = 8, t_burn: float = 50.0,
     half = clenshaw_curtis(intervals // 2)[1] @ values[::2].mean(axis=1)
     quadrature = abs(float(weights @ values.mean(axis=1)) - float(half))
     paths = [c * np.eye(n) + lam * D for lam in lambdas]
-    bound = quadrature + logdet_bound(session, D, paths, weights, inverses, s)
+    found = systematics(session, A, (s, 1.0),
+                        logdet_bound(session, D, paths, weights, inverses, s))
     return LogdetResult(logdet=estimate, quadrature_error=quadrature, nodes=lambdas,
                         standard_error=np.array(error), sampling_error=error,
-                        error_estimate=error + bound,
-                        systematics=systematics(session, A, (s, 1.0), bound),
+                        error_estimate=error + quadrature + found.bound, systematics=found,
                         samples=samples, blocks=blocks, **costs)
 
 
 def logdet_bound(session: Session, D: np.ndarray, paths: list[np.ndarray],
-                 weights: np.ndarray, inverses: np.ndarray, s: float) -> float:
+                 weights: np.ndarray, inverses: np.ndarray, s: float) -> Parts:
     """First-order bound on the estimate's systematic error (besides the quadrature's).
 
     An error E_k in the programmed A_lambda_k moves f(lambda_k) by -tr(D X_k E_k X_k), X_k the
@@ -123,4 +129,4 @@ def logdet_bound(session: Session, D: np.ndarray, paths: list[np.ndarray],
     mismatch = mismatch_bound(session, sensitivity)
     largest = max(float(np.linalg.norm(X, 2)) for X in inverses[1:])
     reading = float(np.linalg.norm(D)) * moment_error(session, D.shape[0], largest / s) * s
-    return abs(quantization) + mismatch + reading / session.kappa0
+    return abs(quantization), mismatch, reading / session.kappa0

@@ -15,7 +15,13 @@ from typing import Any
 import numpy as np
 
 from spusim.driver.client import Device, as_float64
-from spusim.linalg.bounds import mismatch_bound, moment_error, programmed_error, systematics
+from spusim.linalg.bounds import (
+    Parts,
+    mismatch_bound,
+    moment_error,
+    programmed_error,
+    systematics,
+)
 from spusim.linalg.ou import Transformed, program_drift, transformed_drift
 from spusim.linalg.results import LyapunovResult
 from spusim.linalg.sampling import Progress, batch_means, burn_in, check_schedule, sample_blocks
@@ -50,16 +56,15 @@ def lyapunov(device: Device, A: Any, Q: Any = None, *, t_burn: float = 50.0,
     X, error = batch_means(transformed.back(np.array([r.second_moment for r in reads]),
                                             session.kappa0))
     costs = session.finish()
-    bound = lyapunov_bound(session, transformed, X)
+    found = systematics(session, transformed.drift, (transformed.scale, 1.0),
+                        lyapunov_bound(session, transformed, X))
     sampling = float(np.linalg.norm(error))
     return LyapunovResult(X=X, standard_error=error, sampling_error=sampling,
-                          error_estimate=sampling + bound,
-                          systematics=systematics(session, transformed.drift,
-                                                  (transformed.scale, 1.0), bound),
+                          error_estimate=sampling + found.bound, systematics=found,
                           samples=sum(r.samples for r in reads), blocks=blocks, **costs)
 
 
-def lyapunov_bound(session: Session, transformed: Transformed, X: np.ndarray) -> float:
+def lyapunov_bound(session: Session, transformed: Transformed, X: np.ndarray) -> Parts:
     """First-order bound on ||X - X_true||_F from the drift's quantization and mismatch and
     the readings' offsets and ADC rounding.
 
@@ -72,9 +77,8 @@ def lyapunov_bound(session: Session, transformed: Transformed, X: np.ndarray) ->
     Y = X if L is None else np.linalg.solve(L, np.linalg.solve(L, X.T).T)
     norm_y = float(np.linalg.norm(Y, 2))
     E = programmed_error(session, transformed.drift, transformed.scale)
-    drift_error = (float(np.linalg.norm(E @ Y + Y @ E.T))
-                   + 2 * mismatch_bound(session, transformed.drift) * norm_y)
     gain = 1.0 if L is None else float(np.linalg.norm(L, 2)) ** 2
     s, kappa0 = transformed.scale, session.kappa0
     reading = moment_error(session, X.shape[0], 2 * norm_y / s) * s / (2 * kappa0)
-    return gain * (drift_error * norm_y + reading)
+    return (gain * float(np.linalg.norm(E @ Y + Y @ E.T)) * norm_y,
+            gain * 2 * mismatch_bound(session, transformed.drift) * norm_y**2, gain * reading)

@@ -28,8 +28,10 @@ class Systematics:
     element error (standard deviation); bias_offset, readout_offset: its per-cell offsets
     (device units). readout_tau_ns: the anti-alias filter's time constant (0: none), whose
     variance loss the bound includes. settle_ns: the longest settling of a programmed value
-    (finite programming bandwidth), waited out before sampling. bound: the error these effects can cause in the result (same norm as
-    ``error_estimate``), to first order; inf when it cannot be bounded (no thermal noise).
+    (finite programming bandwidth), waited out before sampling. quantization_bound,
+    mismatch_bound, readout_bound: the error each effect can cause in the result (same norm as
+    ``error_estimate``), to first order: the DACs' rounding; the mismatch; the offsets, the
+    ADC's step and the readout filter. :attr:`bound` is their sum.
     """
 
     dac_clipped: int
@@ -46,7 +48,14 @@ class Systematics:
     readout_offset: float
     readout_tau_ns: float
     settle_ns: int
-    bound: float
+    quantization_bound: float
+    mismatch_bound: float
+    readout_bound: float
+
+    @property
+    def bound(self) -> float:
+        """The first-order bound on the result's systematic error: the three parts' sum."""
+        return self.quantization_bound + self.mismatch_bound + self.readout_bound
 
     @property
     def clipped(self) -> bool:
@@ -92,7 +101,8 @@ class InverseResult(Estimate):
 @dataclass(frozen=True)
 class LogdetResult(Estimate):
     """logdet: estimate of log det A (a scalar); standard_error () array. quadrature_error:
-    the estimated error of the integration rule in lambda, part of systematics.bound.
+    the estimated error of the integration rule in lambda (error_estimate = sampling_error +
+    quadrature_error + systematics.bound).
     nodes: the couplings' interpolation points lambda_k (K,) the device equilibrated at."""
 
     logdet: float

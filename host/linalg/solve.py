@@ -47,11 +47,11 @@ def solve(device: Device, A: Any, b: Any, *, t_burn: float = 50.0, t_sample: flo
                           progress=progress)
     x, error = batch_means(np.array([r.mean for r in reads]) * (s_a / s_b))
     costs = session.finish()
-    bound = solve_bound(session, A, b, x, error, scales, t_sample, blocks)
+    found = systematics(session, A, scales,
+                        solve_bound(session, A, b, x, error, scales, t_sample, blocks))
     sampling = float(np.linalg.norm(error))
     return SolveResult(x=x, standard_error=error, sampling_error=sampling,
-                       error_estimate=sampling + bound,
-                       systematics=systematics(session, A, scales, bound),
+                       error_estimate=sampling + found.bound, systematics=found,
                        samples=sum(r.samples for r in reads), blocks=blocks, **costs)
 
 
@@ -78,9 +78,8 @@ def inv(device: Device, A: Any, *, t_burn: float = 50.0, t_sample: float = 2000.
     moments = np.array([r.second_moment for r in reads]) * (s_a / session.kappa0)
     inverse, error = batch_means(moments)
     costs = session.finish()
-    bound = inverse_bound(session, A, inverse, s_a)
+    found = systematics(session, A, (s_a, 1.0), inverse_bound(session, A, inverse, s_a))
     sampling = float(np.linalg.norm(error))
     return InverseResult(inverse=inverse, standard_error=error, sampling_error=sampling,
-                         error_estimate=sampling + bound,
-                         systematics=systematics(session, A, (s_a, 1.0), bound),
+                         error_estimate=sampling + found.bound, systematics=found,
                          samples=sum(r.samples for r in reads), blocks=blocks, **costs)
