@@ -116,7 +116,7 @@ def _process_ticks(pid: int | str) -> int:
 
 
 class ForeignLoad:
-    """CPU taken by others while the block runs, in cores, from /proc/stat (as limits.md does).
+    """CPU taken by others while the block runs, in cores, from /proc/stat (its per-state jiffies).
 
     ``cores``: busy time of the guest minus ours (this process, ``pids`` - our daemon or
     reference server - and waited-for children). ``steal``: time the hypervisor gave to other

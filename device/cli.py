@@ -10,22 +10,25 @@ import argparse
 import ipaddress
 import logging
 import os
+import resource
 import signal
 import sys
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from spusim.timing import PROFILES, TimingModel
+from spusim.timing import PROFILES
 
 if TYPE_CHECKING:
+    from spusim.device.config import DeviceConfig
     from spusim.device.faults import FaultConfig
     from spusim.device.security import CurveServerKeys
 
 DEFAULT_BIND = "tcp://127.0.0.1:5555"
+DEFAULT_MAX_RUN_NS = 2**40  # longest run accepted by default, simulated ns (about 18 min)
+MAX_OPEN_FILES = 65536  # the daemon raises its soft open-files limit towards this (hard cap)
 # Device options: flag, type, metavar, help. The flag names the DeviceConfig field (see
 # FIELD_OF for the two whose names differ).
 DEVICE_OPTIONS: tuple[tuple[str, type, str, str], ...] = (
@@ -60,26 +63,67 @@ FIELD_OF = {"resistance": "resistance_ohm", "capacitance": "capacitance_farad",
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m spusim.device",
+        prog="python -m spusim.device", allow_abbrev=False,
         description="Emulated stochastic processing unit (SPU): a daemon that holds the device "
                     "state and answers the spusim wire protocol (docs/protocol.md).")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser(
-        "serve", help="run the device daemon",
+        "serve", help="run the device daemon", allow_abbrev=False,
         description="Start the daemon: warm up the kernels, bind, print 'READY <endpoint>' on "
                     "stdout, log to stderr, and serve until SIGTERM/SIGINT or a 'shutdown' "
-                    "request (exit code 0).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "request (exit code 0). The device: a profile, then a --config file over "
+                    "it, then the options given here over both.")
     serve.add_argument("--bind", default=DEFAULT_BIND,
-                       help="ZeroMQ endpoint; port 0 picks a free port (the READY line names it)")
+                       help="ZeroMQ endpoint; port 0 picks a free port (the READY line names "
+                            "it) (default: %(default)s)")
     serve.add_argument("--allow-remote", action="store_true",
                        help="allow binding a non-loopback address; also requires CURVE keys "
                             "(--curve-secret-key-file, --curve-public-keys-dir)")
-    unset = argparse.SUPPRESS  # options left out keep the profile's value
-    device = serve.add_argument_group(
-        "device (docs/physics.md; unset options keep the profile's value)")
-    device.add_argument("--profile", choices=sorted(PROFILES), default="ideal",
-                        help="named parameter set: ideal, tngd-paper or spu-8cell")
+    add_device_options(serve)
+    add_reliability_options(serve)
+    limits = serve.add_argument_group("limits (docs/reliability.md)")
+    limits.add_argument("--max-run-ns", type=positive_int, default=DEFAULT_MAX_RUN_NS,
+                        metavar="NS", help="longest run accepted, simulated ns; a longer one is "
+                        "refused (BAD_ARGUMENT) before it is queued (default: %(default)s)")
+    runtime = serve.add_argument_group("runtime")
+    runtime.add_argument("--threads", type=int, default=1,
+                         help="BLAS and numba threads for the kernels (default: %(default)s)")
+    runtime.add_argument("--log-level", default="info",
+                         choices=("debug", "info", "warning", "error"),
+                         help="(default: %(default)s)")
+    runtime.add_argument("--exit-with-stdin", action="store_true",
+                         help="shut down when standard input reaches end of file: a parent that "
+                              "spawns the daemon with a pipe on its stdin takes it down when it "
+                              "exits, even if it is killed (Device.spawn does this)")
+    config = commands.add_parser(
+        "config", help="write or check a device configuration file", allow_abbrev=False,
+        description="Device configuration files (TOML): 'show' prints a complete, commented "
+                    "configuration (every field with its unit and range) to start from, e.g. "
+                    "'spu config show --profile spu-8cell > chip.toml'; 'check' validates a "
+                    "file. Serve it with 'spu serve --config chip.toml'.")
+    actions = config.add_subparsers(dest="action", required=True, metavar="ACTION")
+    show = actions.add_parser("show", allow_abbrev=False,
+                              help="print a configuration as TOML (profile, file, options)")
+    add_device_options(show)
+    check = actions.add_parser("check", allow_abbrev=False,
+                               help="validate a configuration file (.toml, or a .json hello "
+                                    "config); exit 2 naming each bad field")
+    check.add_argument("file", metavar="FILE")
+    return parser
+
+
+def add_device_options(parser: argparse.ArgumentParser) -> None:
+    """The device's options: a profile, a configuration file, then every field (unset options
+    keep the file's or the profile's value)."""
+    unset = argparse.SUPPRESS
+    device = parser.add_argument_group(
+        "device (docs/physics.md; unset options keep the file's or the profile's value)")
+    device.add_argument("--profile", choices=sorted(PROFILES), default=unset,
+                        help="named parameter set to start from: ideal (default), tngd-paper or "
+                             "spu-8cell; replaces a --config file's profile")
+    device.add_argument("--config", metavar="FILE", default=None,
+                        help="a device configuration file (TOML, from 'spu config show'; or "
+                             "JSON, a hello config map as run records keep it)")
     for option, kind, metavar, text in DEVICE_OPTIONS:
         device.add_argument(option, type=kind, default=unset, metavar=metavar, help=text)
     device.add_argument("--integrator", choices=("exact", "euler_maruyama"), default=unset,
@@ -89,12 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "or the SPU board's RLC cells (ideal: overdamped)")
     device.add_argument("--sign-capable", action="store_true", default=unset,
                         help="rlc cells: couplings of either sign (differential)")
-    timing = serve.add_argument_group(
-        "timing model (docs/timing.md; unset options keep the profile's value)")
+    timing = parser.add_argument_group(
+        "timing model (docs/timing.md; unset options keep the file's or the profile's value)")
     timing.add_argument("--bits-per-value", type=int, default=unset, metavar="BITS",
                         help="width of a transferred value")
     timing.add_argument("--link-gbps", type=float, default=unset, metavar="GBPS",
-                        help="link bandwidth")
+                        help="link bandwidth, 10^9 bit/s")
     timing.add_argument("--link-latency-ns", type=int, default=unset, metavar="NS",
                         help="fixed cost of each transfer")
     for bank, role in (("dac", "programming"), ("adc", "readout")):
@@ -108,17 +152,6 @@ def build_parser() -> argparse.ArgumentParser:
                             help=f"{role} converter settling time constant, waited for (a "
                                  "cost in time; the bandwidth the cells see is "
                                  "--program-tau-ns / --readout-tau-ns)")
-    add_reliability_options(serve)
-    runtime = serve.add_argument_group("runtime")
-    runtime.add_argument("--threads", type=int, default=1,
-                         help="BLAS and numba threads for the kernels")
-    runtime.add_argument("--log-level", default="info",
-                         choices=("debug", "info", "warning", "error"))
-    runtime.add_argument("--exit-with-stdin", action="store_true",
-                         help="shut down when standard input reaches end of file: a parent that "
-                              "spawns the daemon with a pipe on its stdin takes it down when it "
-                              "exits, even if it is killed (Device.spawn does this)")
-    return parser
 
 
 def add_reliability_options(serve: argparse.ArgumentParser) -> None:
@@ -138,7 +171,8 @@ def add_reliability_options(serve: argparse.ArgumentParser) -> None:
     faults.add_argument("--test-mode", action="store_true",
                         help="let clients switch faults on and off (op inject_fault)")
     faults.add_argument("--fault-seed", type=int, default=0, metavar="S",
-                        help="seed of the random stream that decides when faults strike")
+                        help="seed of the random stream that decides when faults strike "
+                             "(default: %(default)s)")
     for name, text in (("drop-reply", "lose a reply after it was produced"),
                        ("delay-reply", "hold a reply back --fault-delay-ms"),
                        ("busy", "answer a device op BUSY without executing it"),
@@ -148,13 +182,38 @@ def add_reliability_options(serve: argparse.ArgumentParser) -> None:
         faults.add_argument(f"--fault-{name}", type=trigger, default=None, metavar="TRIGGER",
                             help=text)
     faults.add_argument("--fault-delay-ms", type=float, default=100.0, metavar="MS",
-                        help="how long a delayed reply is held back (wall time)")
+                        help="how long a delayed reply is held back, wall time (default: "
+                             "%(default)s)")
     faults.add_argument("--fault-glitch-size", type=float, default=10.0, metavar="SIZE",
-                        help="size of an ADC glitch (state units)")
+                        help="size of an ADC glitch, state units (default: %(default)s)")
     faults.add_argument("--fault-stuck-cell", type=stuck_cell, action="append", default=[],
                         metavar="I[=V]", help="cell I reads V (default 0) (repeatable)")
     faults.add_argument("--fault-rail", type=float, default=None, metavar="V",
                         help="readings saturate at +-V")
+
+
+def positive_int(text: str) -> int:
+    """A positive integer option."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
+    return value
+
+
+def raise_open_files_limit(log: logging.Logger) -> int:
+    """Raise this process's soft limit of open files to its hard limit (at most
+    MAX_OPEN_FILES): every connected peer holds one, and at the usual soft limit of 1024 about
+    a thousand idle peers would lock every new client out. Returns the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = MAX_OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, MAX_OPEN_FILES)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        soft = wanted
+    log.info("open files limit %d: at most about %d connected peers", soft, soft - 64)
+    return soft
 
 
 def trigger(text: str) -> tuple[float, int | None]:
@@ -216,8 +275,9 @@ def device_fields(args: argparse.Namespace) -> dict[str, object]:
             if hasattr(args, dest)}
 
 
-def timing_model(args: argparse.Namespace, model: TimingModel) -> TimingModel:
-    """``model`` (the profile's) with the timing options given on the command line applied."""
+def timing_changes(args: argparse.Namespace) -> dict[str, dict[str, object]]:
+    """The timing options given on the command line, as sections of the timing model:
+    {"link": {...}, "dac": {...}, "adc": {...}} (only the fields given)."""
 
     def given(**options: str) -> dict[str, object]:
         """{field: value} of the options given, by field name -> option attribute."""
@@ -230,12 +290,23 @@ def timing_model(args: argparse.Namespace, model: TimingModel) -> TimingModel:
     banks = {bank: given(**{field: f"{bank}_{field}" for field in
                             ("bits", "conversion_ns", "channels", "settle_tau_ns")})
              for bank in ("dac", "adc")}
-    return replace(model, link=replace(model.link, **link),
-                   dac=replace(model.dac, **banks["dac"]), adc=replace(model.adc, **banks["adc"]))
+    return {"link": link, **banks}
+
+
+def device_config(args: argparse.Namespace) -> DeviceConfig:
+    """The device the options describe: the profile, the --config file over it, the other
+    options over both (ConfigError naming each bad field)."""
+    from spusim.device.config_file import from_mapping, read
+
+    mapping = read(args.config) if args.config else {}
+    return from_mapping(mapping, getattr(args, "profile", None), timing=timing_changes(args),
+                        **device_fields(args))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "config":
+        return _config(args)
     logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("spusim.device")
@@ -246,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                      "NUMBA_NUM_THREADS"):
         os.environ[variable] = str(args.threads)
+    raise_open_files_limit(log)
     return _serve(args, log)
 
 
@@ -253,11 +325,9 @@ def _serve(args: argparse.Namespace, log: logging.Logger) -> int:
     import zmq
 
     from spusim.device import kernels
-    from spusim.device.config import profile_config
     from spusim.device.server import DeviceServer
     try:
-        base = profile_config(args.profile)
-        config = replace(base, timing=timing_model(args, base.timing), **device_fields(args))
+        config = device_config(args)
         faults = fault_config(args)
         curve = curve_keys(args)
     except ValueError as error:
@@ -270,7 +340,7 @@ def _serve(args: argparse.Namespace, log: logging.Logger) -> int:
              speed * 1e9)
     try:
         server = DeviceServer(config, args.bind, seconds_per_cell_step=speed, faults=faults,
-                              test_mode=args.test_mode, curve=curve)
+                              test_mode=args.test_mode, curve=curve, max_run_ns=args.max_run_ns)
     except zmq.ZMQError as error:
         log.error("cannot bind %s: %s", args.bind, error)
         return 1
@@ -282,6 +352,24 @@ def _serve(args: argparse.Namespace, log: logging.Logger) -> int:
                          name="stdin-watch").start()
     print(f"READY {server.endpoint}", flush=True)
     server.serve(stop)
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    """``config show``: the configuration as TOML on stdout; ``config check FILE``."""
+    from spusim.device.config import ConfigError
+    from spusim.device.config_file import load, to_toml
+
+    try:
+        if args.action == "check":
+            config = load(args.file)
+            print(f"{args.file}: valid; profile {config.profile}, {config.cells} cells, "
+                  f"{config.dynamics} dynamics, kappa0 {config.kappa0:g}, tau {config.tau_ns} ns")
+        else:
+            sys.stdout.write(to_toml(device_config(args)))
+    except ConfigError as error:
+        print(f"spu config: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

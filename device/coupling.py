@@ -53,7 +53,7 @@ def canonical(array: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class DenseCoupling:
     """A: (N, N) as realised: symmetric, or with ``general`` any real matrix (a non-reciprocal
-    drift, protocol 1.2) whose eigenvalues the first run checks for positive real parts.
+    drift, protocol 1.3) whose eigenvalues the first run checks for positive real parts.
     elements: programmable elements used (N^2)."""
 
     A: np.ndarray

@@ -30,6 +30,13 @@ class CurveServerKeys:
         """What is wrong with the key files (empty if they are usable)."""
         found = []
         try:
+            mode = self.secret_key_file.stat().st_mode
+            if mode & 0o077:
+                found.append(f"{self.secret_key_file} can be read or written by other users "
+                             f"(mode {mode & 0o777:o}): chmod 600 it, and keep it secret")
+        except OSError:
+            pass  # reported below
+        try:
             _, secret = zmq.auth.load_certificate(self.secret_key_file)
             if secret is None:
                 found.append(f"{self.secret_key_file} holds no secret key")

@@ -1,200 +1,273 @@
-"""What the daemon keeps per client session (protocol 1.1): the reply cache that makes a retried
-request execute at most once, and the lease that gives one session the device to itself.
+"""What the daemon keeps per client session: the replies that make a resent request execute at
+most once (1.1; per session since 1.2), and the lease that gives one session the device.
 
-Both are keyed by the session id a client puts in its request header, never by the ZeroMQ
-routing id, which changes whenever a client recreates its socket after a timeout (Lazy Pirate).
-Both belong to the daemon's network thread and are not thread-safe.
+A session is the id a client puts in its request headers, not the ZeroMQ routing id, which
+changes whenever a client recreates its socket after a timeout (Lazy Pirate). Under CURVE a
+session is bound to the client key that first used it (``peer``, the ZAP User-Id): another key
+presenting it is refused. Everything here belongs to the daemon's network thread (not
+thread-safe), and every table has a bound (docs/reliability.md):
+
+* at most ``MAX_SESSIONS`` sessions; the one seen least recently, with no request in flight,
+  is forgotten to make room, and so is any session idle for ``SESSION_IDLE_S``;
+* per session, the ids of its last ``SESSION_REPLIES`` executed requests, with their replies
+  while these total at most ``SESSION_REPLY_BYTES`` (older or larger replies are dropped, the
+  id is kept), and a *floor*: every id at or below it counts as executed. Nothing another
+  session does can evict them.
+
+A resent request (header ``attempt`` > 1) of a session the daemon does not know is refused as
+"cannot know" (its first sending may have executed before the session was forgotten).
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 from spusim.protocol import ErrorCode, ProtocolError
 
-Key = tuple[str, int]  # (session, request id)
-REPLY_CACHE_ENTRIES = 1024  # replies kept
-REPLY_CACHE_BYTES = 64 * 1024 * 1024  # bytes of replies kept (the newest is kept whatever size)
-REPLY_CACHE_TOMBSTONES = 16384  # evicted keys remembered (~3 MiB), to refuse late retries
-_LAPSED_SESSIONS = 1024  # sessions whose lapsed lease is remembered
+MAX_SESSIONS = 256  # sessions known at once
+SESSION_IDLE_S = 600.0  # a session not heard from for this long (wall s) is forgotten
+SESSION_REPLIES = 32  # executed request ids remembered per session, with their replies
+SESSION_REPLY_BYTES = 256 * 1024  # bytes of replies kept per session
+MAX_WAITERS = 4  # resends of one executing request that get its reply too (latest kept)
+
+Holder = tuple[str, str | None]  # (session, peer): who holds the lease
 
 
 class Claim(Enum):
-    """What :meth:`ReplyCache.claim` found for a request's key."""
+    """What :meth:`Session.claim` found for a request id."""
 
-    NEW = "new"  # never seen: execute it
-    CACHED = "cached"  # executed: answer with the cached reply
+    NEW = "new"  # never executed: execute it
+    CACHED = "cached"  # executed: answer with the kept reply
     PENDING = "pending"  # queued or executing: its reply will be sent to this requester too
-    EVICTED = "evicted"  # executed, reply no longer held: refuse (DUPLICATE_REQUEST)
+    EVICTED = "evicted"  # executed (or may have been), reply not kept: refuse, never re-execute
 
 
 @dataclass
-class _Pending:
-    waiters: list[list[Any]] = field(default_factory=list)  # envelopes of duplicate requests
+class Session:
+    """One client session: its executed requests, those in flight, and its lease lapse."""
 
+    name: str
+    peer: str | None  # the CURVE User-Id it is bound to; None without CURVE
+    floor: int  # ids <= floor that are not in ``done`` count as executed
+    last_seen: float
+    done: OrderedDict[int, tuple[list[Any], int] | None] = field(default_factory=OrderedDict)
+    bytes: int = 0  # of the replies in ``done``
+    pending: dict[int, list[list[Any]]] = field(default_factory=dict)  # id -> waiters
+    lapsed: bool = False  # its lease ran out (for 1.1 clients, which send no lease epoch)
 
-class ReplyCache:
-    """Replies of executed device ops by (session, request id), least recently stored first out.
-
-    An entry goes when more than ``max_entries`` are held or the replies held exceed
-    ``max_bytes``; the newest entry stays whatever its size. An evicted key is remembered
-    (``max_tombstones`` of them) so that a late retry is refused rather than executed twice.
-    """
-
-    def __init__(self, max_entries: int = REPLY_CACHE_ENTRIES,
-                 max_bytes: int = REPLY_CACHE_BYTES,
-                 max_tombstones: int = REPLY_CACHE_TOMBSTONES) -> None:
-        self.max_entries, self.max_bytes, self.max_tombstones = (max_entries, max_bytes,
-                                                                 max_tombstones)
-        self._replies: OrderedDict[Key, tuple[list[Any], int]] = OrderedDict()
-        self._bytes = 0
-        self._pending: dict[Key, _Pending] = {}
-        self._tombstones: OrderedDict[Key, None] = OrderedDict()
-
-    def claim(self, key: Key, envelope: list[Any]) -> tuple[Claim, list[Any] | None]:
-        """Look ``key`` up; a NEW key is marked pending, a PENDING one gets ``envelope`` as a
-        waiter. Returns the claim and, for CACHED, the reply frames."""
-        if key in self._replies:
-            return Claim.CACHED, self._replies[key][0]
-        if key in self._pending:
-            self._pending[key].waiters.append(envelope)
+    def claim(self, request_id: int, envelope: list[Any]) -> tuple[Claim, list[Any] | None]:
+        """Look ``request_id`` up; a NEW one is marked pending, a PENDING one gets ``envelope``
+        as a waiter. Returns the claim and, for CACHED, the reply frames."""
+        if request_id in self.pending:
+            waiters = self.pending[request_id]
+            waiters.append(envelope)
+            del waiters[:-MAX_WAITERS]
             return Claim.PENDING, None
-        if key in self._tombstones:
+        if request_id in self.done:
+            kept = self.done[request_id]
+            return (Claim.EVICTED, None) if kept is None else (Claim.CACHED, kept[0])
+        if request_id <= self.floor:
             return Claim.EVICTED, None
-        self._pending[key] = _Pending()
+        self.pending[request_id] = []
         return Claim.NEW, None
 
-    def abandon(self, key: Key) -> None:
+    def abandon(self, request_id: int) -> None:
         """A NEW claim that was not executed after all (refused BUSY, LEASED, ...)."""
-        self._pending.pop(key, None)
+        self.pending.pop(request_id, None)
 
-    def complete(self, key: Key, frames: list[Any]) -> list[list[Any]]:
-        """Store the reply of an executed request; returns the envelopes waiting for it."""
-        pending = self._pending.pop(key, _Pending())
+    def complete(self, request_id: int, frames: list[Any]) -> list[list[Any]]:
+        """Keep an executed request's reply; returns the envelopes waiting for it."""
+        waiters = self.pending.pop(request_id, [])
         size = sum(memoryview(frame).nbytes for frame in frames)
-        self._replies[key] = (frames, size)
-        self._bytes += size
-        while len(self._replies) > 1 and (len(self._replies) > self.max_entries
-                                          or self._bytes > self.max_bytes):
-            old, (_, old_size) = self._replies.popitem(last=False)
-            self._bytes -= old_size
-            self._tombstones[old] = None
-            if len(self._tombstones) > self.max_tombstones:
-                self._tombstones.popitem(last=False)
-        return pending.waiters
+        self.done[request_id] = (frames, size) if size <= SESSION_REPLY_BYTES else None
+        self.done.move_to_end(request_id)
+        self.bytes += size if size <= SESSION_REPLY_BYTES else 0
+        for old in list(self.done):  # oldest first: drop replies (keep ids) until within bytes
+            if self.bytes <= SESSION_REPLY_BYTES:
+                break
+            kept = self.done[old]
+            if kept is not None:
+                self.bytes -= kept[1]
+                self.done[old] = None
+        while len(self.done) > SESSION_REPLIES:
+            old, kept = self.done.popitem(last=False)
+            self.bytes -= 0 if kept is None else kept[1]
+            self.floor = max(self.floor, old)
+        return waiters
 
-    def clear(self) -> None:
-        """Forget every reply (a device reset); requests still executing stay pending."""
-        self._replies.clear()
-        self._tombstones.clear()
-        self._bytes = 0
+    def state_of(self, request_id: int) -> str:
+        """For ``ping``: "pending", "done" (executed) or "unknown"."""
+        if request_id in self.pending:
+            return "pending"
+        return "done" if request_id in self.done or request_id <= self.floor else "unknown"
+
+
+class SessionTable:
+    """The sessions the daemon knows, at most ``max_sessions``, forgotten when idle."""
+
+    def __init__(self, max_sessions: int = MAX_SESSIONS, idle_s: float = SESSION_IDLE_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_sessions, self.idle_s, self._clock = max_sessions, idle_s, clock
+        self._sessions: OrderedDict[str, Session] = OrderedDict()  # least recently seen first
+        self.forgotten = 0  # sessions dropped for room or idleness, for status
+        self._expired_at = -float("inf")
+
+    def find(self, name: str, peer: str | None) -> Session | None:
+        """The known session ``name``, refreshed; FORBIDDEN if another peer owns it."""
+        session = self._sessions.get(name)
+        if session is None:
+            return None
+        if session.peer != peer:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "this session id belongs to another "
+                                "client key; choose a fresh random session id",
+                                field="session")
+        session.last_seen = self._clock()
+        self._sessions.move_to_end(name)
+        return session
+
+    def open(self, name: str, peer: str | None, first_id: int) -> Session:
+        """A new session, first heard of with request ``first_id``: ids below it count as
+        executed (a forgotten session's old requests are never run again)."""
+        self.expire()
+        if len(self._sessions) >= self.max_sessions:
+            idle = next((s for s in self._sessions.values() if not s.pending), None)
+            if idle is None:
+                raise ProtocolError(ErrorCode.BUSY, f"the daemon tracks {self.max_sessions} "
+                                    "sessions with requests in flight; retry later",
+                                    sessions=self.max_sessions)
+            self._forget(idle.name)
+        session = Session(name, peer, floor=first_id - 1, last_seen=self._clock())
+        self._sessions[name] = session
+        return session
+
+    def get(self, name: str) -> Session | None:
+        """The session ``name`` if known (no refresh, no peer check)."""
+        return self._sessions.get(name)
+
+    def expire(self) -> None:
+        """Forget the sessions idle for ``idle_s`` with nothing in flight (looks at most once a
+        second: the daemon calls it on every turn of its loop)."""
+        now = self._clock()
+        if now - self._expired_at < 1.0:
+            return
+        self._expired_at, horizon = now, now - self.idle_s
+        stale = [s.name for s in self._sessions.values()
+                 if s.last_seen < horizon and not s.pending]
+        for name in stale:
+            self._forget(name)
+
+    def _forget(self, name: str) -> None:
+        del self._sessions[name]
+        self.forgotten += 1
+
+    def clear_replies(self) -> None:
+        """A device reset: forget every kept reply (ids stay executed; in-flight stays)."""
+        for session in self._sessions.values():
+            session.done = OrderedDict((key, None) for key in session.done)
+            session.bytes = 0
+
+    def __iter__(self) -> Iterator[Session]:
+        return iter(self._sessions.values())
 
     def __len__(self) -> int:
-        return len(self._replies)
+        return len(self._sessions)
 
     @property
     def bytes(self) -> int:
-        return self._bytes
+        return sum(session.bytes for session in self._sessions.values())
 
 
 class LeaseTable:
-    """The device's lease: at most one session holds it, and only it may use the device.
+    """The device's lease: at most one session (bound to its peer) holds it.
 
-    A lease lasts ``ttl_s`` seconds of wall time (``clock``, default time.monotonic) after its
-    holder's last request or reply, and never runs out while an op of the holder is queued or
-    executing. A holder whose lease ran out has *lapsed*: its device ops are refused
-    (LEASE_EXPIRED) until it acquires again or releases, because another session may have
-    changed the device in between.
+    Each grant to a new holder starts a new *epoch*; a client that states the epoch it was
+    granted (header ``lease``, 1.2) is refused LEASE_EXPIRED unless it still holds that very
+    grant, whatever happened in between and however many sessions others made: no table of
+    lapsed sessions is needed. A lease lasts ``ttl_s`` wall seconds after its holder's last
+    request (heartbeat pings included) or reply; it runs out also while an op of the holder
+    executes, and the daemon then stops that op (see device/server.py).
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._holder: str | None = None
+        self.holder: Holder | None = None
+        self.epoch = 0
         self._ttl_s = 0.0
         self._last_seen = 0.0
-        self._in_flight: Counter[str] = Counter()
-        self._lapsed: OrderedDict[str, None] = OrderedDict()
+        self._lapsed: list[Holder] = []
 
-    def acquire(self, session: str, ttl_s: float) -> dict[str, Any]:
-        """Grant or renew the lease; raises LEASED if another session holds it."""
-        self._expire()
-        if self._holder not in (None, session):
+    def acquire(self, holder: Holder, ttl_s: float, epoch: int | None) -> dict[str, Any]:
+        """Grant or renew the lease. Raises LEASE_EXPIRED if ``epoch`` is not the holder's
+        current grant, LEASED if another session holds it."""
+        self._check_epoch(holder, epoch)
+        if self.holder not in (None, holder):
             raise self._leased()
-        renewed = self._holder == session
-        self._holder, self._ttl_s, self._last_seen = session, ttl_s, self._clock()
-        self._lapsed.pop(session, None)
-        return {"ttl_s": ttl_s, "renewed": renewed}
+        renewed = self.holder == holder
+        if not renewed:
+            self.epoch += 1
+        self.holder, self._ttl_s, self._last_seen = holder, ttl_s, self._clock()
+        return {"ttl_s": ttl_s, "renewed": renewed, "epoch": self.epoch}
 
-    def release(self, session: str) -> bool:
-        """Give the lease up (no-op unless ``session`` holds it); clears a lapse too."""
+    def release(self, holder: Holder) -> bool:
+        """Give the lease up (no-op unless ``holder`` holds it)."""
         self._expire()
-        self._lapsed.pop(session, None)
-        if self._holder != session:
+        if self.holder != holder:
             return False
-        self._holder = None
+        self.holder = None
         return True
 
-    def check(self, session: str | None) -> None:
-        """May ``session`` use the device now? Raises LEASED or LEASE_EXPIRED if not."""
-        self._expire()
-        if self._holder is not None and self._holder != session:
+    def check(self, holder: Holder | None, epoch: int | None) -> None:
+        """May ``holder`` use the device now? Raises LEASE_EXPIRED or LEASED if not."""
+        self._check_epoch(holder, epoch)
+        if self.holder is not None and self.holder != holder:
             raise self._leased()
-        if session is not None and session in self._lapsed:
-            raise ProtocolError(ErrorCode.LEASE_EXPIRED,
-                                "this session's lease ran out, so other sessions may have used "
-                                "the device since; acquire the lease again (or release it) "
-                                "before using the device")
 
-    def touch(self, session: str | None) -> None:
-        """A request from ``session`` arrived: the holder's lease starts its ttl again."""
+    def touch(self, holder: Holder | None) -> None:
+        """The holder was heard from (a request, or a reply sent to it): its ttl restarts."""
         self._expire()
-        if session is not None and session == self._holder:
+        if holder is not None and holder == self.holder:
             self._last_seen = self._clock()
 
-    def started(self, session: str | None) -> None:
-        """An op of ``session`` was queued."""
-        if session is not None:
-            self._in_flight[session] += 1
-
-    def finished(self, session: str | None) -> None:
-        """An op of ``session`` was answered: the holder's ttl starts again from now."""
-        if session is None or not self._in_flight[session]:
-            return
-        if session == self._holder:
-            self._last_seen = self._clock()
-        self._in_flight[session] -= 1
-        if not self._in_flight[session]:
-            del self._in_flight[session]
+    def lapsed(self) -> list[Holder]:
+        """The holders whose lease ran out since the last call (at most one a call, in
+        practice)."""
+        self._expire()
+        found, self._lapsed = self._lapsed, []
+        return found
 
     def clear(self) -> None:
-        """Forget the lease and the lapses (a device reset)."""
-        self._holder = None
-        self._lapsed.clear()
+        """Forget the lease (a device reset); its holder's epoch is then stale."""
+        self.holder = None
 
-    def status(self, session: str | None) -> dict[str, Any]:
+    def status(self, holder: Holder | None) -> dict[str, Any]:
         """For ``status``: is the device leased, to the asking session, until when (s)."""
         self._expire()
-        if self._holder is None:
+        if self.holder is None:
             return {"held": False, "yours": False, "expires_in_s": None}
-        return {"held": True, "yours": self._holder == session,
-                "expires_in_s": self._remaining()}
+        return {"held": True, "yours": self.holder == holder, "expires_in_s": self._remaining()}
+
+    def _check_epoch(self, holder: Holder | None, epoch: int | None) -> None:
+        self._expire()
+        if epoch is not None and (self.holder != holder or self.epoch != epoch):
+            raise ProtocolError(ErrorCode.LEASE_EXPIRED,
+                                f"the lease of epoch {epoch} is no longer this session's (it "
+                                "ran out or was released), so other sessions may have used "
+                                "the device since; acquire it again (without an epoch) and "
+                                "re-program", epoch=self.epoch)
 
     def _remaining(self) -> float:
         return max(0.0, self._last_seen + self._ttl_s - self._clock())
 
     def _expire(self) -> None:
-        holder = self._holder
-        if holder is None or self._in_flight[holder] or self._remaining() > 0:
+        if self.holder is None or self._remaining() > 0:
             return
-        self._holder = None
-        self._lapsed[holder] = None
-        if len(self._lapsed) > _LAPSED_SESSIONS:
-            self._lapsed.popitem(last=False)
+        self._lapsed.append(self.holder)
+        self.holder = None
 
     def _leased(self) -> ProtocolError:
         return ProtocolError(ErrorCode.LEASED,

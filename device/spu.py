@@ -152,7 +152,7 @@ class EmulatedSPU:
 
         ``record`` adds the samples to the averager (``second_moments`` also their outer
         products); ``clear`` first discards what it holds; ``seed`` restarts the noise stream.
-        ``cancel`` stops the run between chunks.
+        ``cancel`` stops the run between chunks (CANCELLED, ``completed_ns``).
         """
         self._programmed()
         interval = self.config.sample_interval_ns
@@ -200,9 +200,8 @@ class EmulatedSPU:
         done = 0
         while done < count:
             if cancel is not None and cancel.is_set():
-                return done, ProtocolError(ErrorCode.SHUTTING_DOWN,
-                                           f"run stopped after {(before + done) * interval} ns "
-                                           "because the daemon is shutting down",
+                return done, ProtocolError(ErrorCode.CANCELLED,
+                                           f"run stopped after {(before + done) * interval} ns",
                                            completed_ns=(before + done) * interval)
             size = min(chunk, count - done)
             taken = stepper.advance(size, record, second_moments, sums)

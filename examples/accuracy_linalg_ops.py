@@ -2,7 +2,7 @@
 bits, each against its digital closed form, beside the error each result estimates itself.
 
 Each setting runs on its own daemon (``Device.spawn``); everything else stays ideal. Writes a
-Markdown table and a PNG plot (to the working directory unless given a path):
+Markdown table and a PNG plot (into a new run directory unless given a path prefix):
 
     python examples/accuracy_linalg_ops.py --out docs/accuracy_ops   # docs/accuracy_ops.md, .png
 
@@ -17,7 +17,6 @@ use it all). ADC bits: an ADC of range +-1 (the states are thermal noise of stan
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,8 @@ from scipy.linalg import expm, solve_continuous_lyapunov
 
 from accuracy_sweep import write_report
 from spusim import Device, linalg
+from spusim.cli.help import Parser
+from spusim.training.records import run_directory
 
 N, KAPPA0, SEED = 8, 0.01, 0
 BUDGETS = {"logdet": (250.0, 1000.0, 4000.0), "lyapunov": (500.0, 2000.0, 8000.0),
@@ -147,10 +148,13 @@ def plot(points: list[Point], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="accuracy_ops", help="path prefix of the .md and .png")
+    parser = Parser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", help="path prefix of the .md and .png (default: accuracy_ops.md "
+                                      "and .png in a new directory runs/<timestamp>-accuracy_ops/;"
+                                      " the docs page: --out docs/accuracy_ops)")
     args = parser.parse_args(argv)
-    write_report(Path(args.out), sweep(), plot, table, page)
+    out = Path(args.out) if args.out else run_directory("accuracy_ops") / "accuracy_ops"
+    write_report(out, sweep(), plot, table, page)
     return 0
 
 

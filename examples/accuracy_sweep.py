@@ -16,7 +16,6 @@ there: a range matched to the signal, as a designer would choose).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +26,8 @@ import numpy as np
 
 from spusim import Device
 from spusim import linalg
+from spusim.cli.help import Parser
+from spusim.training.records import run_directory
 
 N, KAPPA0, SEED = 16, 0.01, 0
 T_SOLVE = 2000.0
@@ -159,11 +160,14 @@ def plot(points: list[Point], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="accuracy", help="path prefix of the .md and .png")
+    parser = Parser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", help="path prefix of the .md and .png (default: accuracy.md "
+                                      "and .png in a new directory runs/<timestamp>-accuracy/; "
+                                      "the docs page: --out docs/accuracy)")
     parser.add_argument("--quick", action="store_true", help="every other setting only")
     args = parser.parse_args(argv)
-    write_report(Path(args.out), sweep(args.quick), plot, table, page)
+    out = Path(args.out) if args.out else run_directory("accuracy") / "accuracy"
+    write_report(out, sweep(args.quick), plot, table, page)
     return 0
 
 

@@ -26,9 +26,9 @@ import importlib
 from typing import Any
 
 _ERRORS = (
-    "DaemonStartError", "DeviceBusy", "DeviceError", "DeviceInternalError", "DeviceLeased",
-    "DeviceRestarted", "DeviceStateError", "DeviceTimeout", "InvalidRequest", "LeaseExpired",
-    "MatrixRejected", "ReplyLost",
+    "Cancelled", "DaemonStartError", "DeviceBusy", "DeviceError", "DeviceInternalError",
+    "DeviceLeased", "DeviceRestarted", "DeviceStateError", "DeviceTimeout", "InvalidRequest",
+    "LeaseExpired", "MatrixRejected", "ReplyLost",
 )
 _EXPORTS: dict[str, str] = {
     "Device": "spusim.driver.client",

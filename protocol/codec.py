@@ -2,7 +2,7 @@
 
 A request is ``[header, array_0, array_1, ...]`` where the header is a msgpack map::
 
-    {"v": [1, 1], "id": 42, "op": "program", "session": "4f0c...", "args": {...},
+    {"v": [1, 2], "id": 42, "op": "program", "session": "4f0c...", "attempt": 1, "args": {...},
      "arrays": [{"name": "A", "dtype": "<f8", "shape": [n, n]}]}
 
 and ``array_k`` holds exactly ``prod(shape) * 8`` bytes, C order, little-endian. A reply is
@@ -22,12 +22,13 @@ import numpy as np
 
 from spusim.protocol.errors import ErrorCode, ProtocolError
 
-PROTOCOL_VERSION: tuple[int, int] = (1, 2)
+PROTOCOL_VERSION: tuple[int, int] = (1, 3)
 ALLOWED_DTYPES: tuple[str, ...] = ("<f8",)
 MAX_HEADER_BYTES = 64 * 1024
 MAX_ARRAYS = 4
 MAX_NDIM = 2
 MAX_SESSION_CHARS = 128  # a client's session id: 1 to 128 characters (protocol 1.1)
+MAX_ATTEMPT = 2**31 - 1  # a request's "attempt" header field: 1 to 2^31 - 1 (protocol 1.2)
 _UINT64_MAX = 2**64 - 1
 
 Frame = Any  # anything exposing the buffer protocol: bytes, memoryview, zmq.Frame, ndarray
@@ -38,6 +39,8 @@ class Request:
     """A decoded request. ``arrays`` are float64 views of the received frames (no copy).
 
     ``session`` is the client's session id (protocol 1.1), or None when the header has none.
+    ``attempt`` (1.2): 1 for the first sending, more for a resend, None when not stated.
+    ``lease``: the lease epoch the client believes it holds (1.2), or None.
     """
 
     id: int
@@ -45,6 +48,8 @@ class Request:
     args: dict[str, Any]
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     session: str | None = None
+    attempt: int | None = None
+    lease: int | None = None
 
 
 @dataclass(frozen=True)
@@ -70,16 +75,20 @@ class MalformedRequest(ProtocolError):
 def encode_request(
     request_id: int, op: str, args: Mapping[str, Any] | None = None,
     arrays: Mapping[str, np.ndarray] | None = None, *, session: str | None = None,
+    attempt: int | None = None, lease: int | None = None,
 ) -> list[Frame]:
     """Frames of a request. Arrays must already be C-contiguous little-endian float64.
 
-    ``session``: the client's session id, sent when given (deduplication and leases, 1.1).
+    ``session``: the client's session id, sent when given (deduplication and leases, 1.1);
+    ``attempt``: which sending this is, 1 first (1.2); ``lease``: the lease epoch the client
+    holds (1.2). Each is sent when given.
     """
     specs, buffers = _array_frames(arrays or {})
     header: dict[str, Any] = {"v": list(PROTOCOL_VERSION), "id": request_id, "op": op,
                               "args": dict(args or {}), "arrays": specs}
-    if session is not None:
-        header["session"] = session
+    for key, value in (("session", session), ("attempt", attempt), ("lease", lease)):
+        if value is not None:
+            header[key] = value
     return [_pack(header), *buffers]
 
 
@@ -88,7 +97,11 @@ def encode_reply(
     result: Mapping[str, Any] | None = None, error: ProtocolError | None = None,
     arrays: Mapping[str, np.ndarray] | None = None,
 ) -> list[Frame]:
-    """Frames of a reply: ``error`` set means ``ok: false``. ``device`` is boot id and clock."""
+    """Frames of a reply: ``error`` set means ``ok: false``. ``device`` is boot id and clock.
+
+    Always packable: a reply whose fields msgpack cannot carry (an integer past 2^64 - 1, say)
+    becomes an ``INTERNAL`` error reply without details and without the clock.
+    """
     specs, buffers = _array_frames(arrays or {})
     header: dict[str, Any] = {"v": list(PROTOCOL_VERSION), "id": request_id,
                               "ok": error is None, "device": dict(device), "arrays": specs}
@@ -97,7 +110,15 @@ def encode_reply(
     else:
         header["error"] = {"code": error.code.value, "message": error.message,
                            "details": error.details}
-    return [_pack(header), *buffers]
+    try:
+        return [_pack(header), *buffers]
+    except (OverflowError, TypeError, ValueError) as exc:
+        return [_pack({"v": list(PROTOCOL_VERSION),
+                       "id": request_id if _is_uint(request_id) else None, "ok": False,
+                       "device": {"boot_id": str(device.get("boot_id", ""))}, "arrays": [],
+                       "error": {"code": ErrorCode.INTERNAL.value, "details": {},
+                                 "message": f"the reply could not be encoded "
+                                            f"({type(exc).__name__})"}})]
 
 
 def decode_request(frames: Sequence[Frame]) -> Request:
@@ -110,8 +131,7 @@ def decode_request(frames: Sequence[Frame]) -> Request:
     try:
         header = _unpack_header(frames)
         raw_id = header.get("id")
-        if not (isinstance(raw_id, int) and not isinstance(raw_id, bool)
-                and 0 <= raw_id <= _UINT64_MAX):
+        if not _is_uint(raw_id):
             raise ProtocolError(ErrorCode.BAD_MESSAGE, "header field 'id' must be an unsigned "
                                 "64-bit integer", field="id")
         request_id = raw_id
@@ -124,12 +144,20 @@ def decode_request(frames: Sequence[Frame]) -> Request:
                                     and 0 < len(session) <= MAX_SESSION_CHARS)):
             raise ProtocolError(ErrorCode.BAD_MESSAGE, "header field 'session' must be a string "
                                 f"of 1 to {MAX_SESSION_CHARS} characters", field="session")
+        attempt, lease = header.get("attempt"), header.get("lease")
+        if not (attempt is None or (_is_uint(attempt) and 1 <= attempt <= MAX_ATTEMPT)):
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, "header field 'attempt' must be an "
+                                f"integer from 1 to {MAX_ATTEMPT}", field="attempt")
+        if not (lease is None or _is_uint(lease)):
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, "header field 'lease' must be an "
+                                "unsigned 64-bit integer", field="lease")
         args = _absent_as(header.get("args"), {})
         if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
             raise ProtocolError(ErrorCode.BAD_MESSAGE,
                                 "header field 'args' must be a map with string keys")
         arrays = _decode_arrays(_absent_as(header.get("arrays"), []), frames[1:])
-        return Request(id=request_id, op=op, args=args, arrays=arrays, session=session)
+        return Request(id=request_id, op=op, args=args, arrays=arrays, session=session,
+                       attempt=attempt, lease=lease)
     except ProtocolError as error:
         raise MalformedRequest(error, request_id) from None
 
@@ -148,6 +176,11 @@ def decode_reply(frames: Sequence[Frame]) -> Reply:
     arrays = _decode_arrays(_absent_as(header.get("arrays"), []), frames[1:])
     return Reply(id=header.get("id"), ok=ok, result=header.get("result") or {},
                  error=error if not ok else None, device=header["device"], arrays=arrays)
+
+
+def _is_uint(value: Any) -> bool:
+    """An unsigned 64-bit integer (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _UINT64_MAX
 
 
 def _absent_as(value: Any, empty: Any) -> Any:

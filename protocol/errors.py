@@ -44,6 +44,10 @@ class ErrorCode(StrEnum):
     # --test-mode) (1.1)
     SHUTTING_DOWN = "SHUTTING_DOWN"  # the daemon is stopping: a queued op was not executed,
     # a running run was stopped part-way (details.completed_ns)
+    CANCELLED = "CANCELLED"  # a run stopped by a cancel request, a lapsed lease or its time
+    # limit (details.reason, details.completed_ns); a queued op not executed (1.2)
+    CLOCK_OVERFLOW = "CLOCK_OVERFLOW"  # the op would carry the simulated clock past 2^64 - 1
+    # ns; refused before it changed anything (1.2)
     INTERNAL = "INTERNAL"  # a bug in the daemon; it keeps serving
 
 

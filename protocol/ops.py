@@ -8,6 +8,7 @@ meaning of each op is specified in docs/protocol.md.
 from __future__ import annotations
 
 import math
+import reprlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 from spusim.protocol.errors import ErrorCode, ProtocolError
 
 INTEGRATORS = ("exact", "euler_maruyama")
-# Drifts ``program`` accepts (1.2): a symmetric coupling, or any real matrix whose eigenvalues
+# Drifts ``program`` accepts (1.3): a symmetric coupling, or any real matrix whose eigenvalues
 # have positive real parts (non-reciprocal couplings, docs/physics.md).
 DRIFTS = ("symmetric", "general")
 # Faults ``inject_fault`` can switch on, each a trigger {"p", "count"} (docs/reliability.md).
@@ -23,6 +24,10 @@ FAULT_TRIGGERS = ("drop_reply", "delay_reply", "busy", "reset", "crash_run", "ad
 MAX_LEASE_S = 3600.0  # longest lease a session may ask for, wall-clock seconds
 MAX_STUCK_CELLS = 1024  # entries of inject_fault's stuck_cells
 _REQUIRED = object()
+# How a rejected argument is quoted in an error message: a few levels and items, never a
+# RecursionError on a deeply nested value (1.2).
+_QUOTE = reprlib.Repr()
+_QUOTE.maxlevel, _QUOTE.maxstring, _QUOTE.maxother = 3, 40, 40
 
 
 def _is_int(value: Any) -> bool:
@@ -94,7 +99,8 @@ class OpSpec:
             elif not arg.check(args[arg.name]):
                 raise ProtocolError(ErrorCode.BAD_ARGUMENT,
                                     f"{self.name}: argument {arg.name!r} must be {arg.expects}, "
-                                    f"got {args[arg.name]!r}", op=self.name, argument=arg.name)
+                                    f"got {_QUOTE.repr(args[arg.name])}", op=self.name,
+                                    argument=arg.name)
             else:
                 values[arg.name] = args[arg.name]
         return values
@@ -106,13 +112,16 @@ def _flag(name: str, default: bool) -> Arg:
 
 OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
     OpSpec("hello", idempotent=True),
-    OpSpec("ping", idempotent=True),
+    OpSpec("ping", idempotent=True, args=(  # 1.2: ``request`` asks about one of its requests
+        Arg("request", lambda v: v is None or (_is_int(v) and 0 <= v < 2**64),
+            "null or a request id of this session", None),
+    )),
     OpSpec("status", idempotent=True),
     OpSpec("program", idempotent=True, arrays=("A",), args=(
         _flag("reset_state", False),
         Arg("integrator", lambda v: v is None or v in INTEGRATORS,
             f"null or one of {list(INTEGRATORS)}", None),
-        Arg("drift", lambda v: v in DRIFTS, f"one of {list(DRIFTS)}", "symmetric"),  # 1.2
+        Arg("drift", lambda v: v in DRIFTS, f"one of {list(DRIFTS)}", "symmetric"),  # 1.3
     )),
     OpSpec("program_factored", idempotent=True, arrays=("J", "H"), args=(
         Arg("damping", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -152,6 +161,10 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
             f"an array of at most {MAX_STUCK_CELLS} [cell index, finite value] pairs", []),
         Arg("rail", lambda v: v is None or (_is_real(v) and v > 0),
             "null or a positive finite number", None),
+    )),
+    # Protocol 1.2: stop a request of this session (queued or running).
+    OpSpec("cancel", idempotent=True, args=(
+        Arg("request", lambda v: _is_int(v) and 0 <= v < 2**64, "a request id of this session"),
     )),
 )}
 

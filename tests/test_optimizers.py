@@ -135,7 +135,7 @@ def test_adam_matches_its_definition() -> None:
 
 def test_adam_with_zero_betas_is_sign_descent() -> None:
     """b1 = b2 = 0: every step is exactly -eta d / (|d| + eps), within eta eps / |d| of
-    -eta sign(d) (papers.md section 1.10)."""
+    -eta sign(d) (TNGD-Adam as arXiv 2405.13817 ran it, Fig. 5b)."""
     rule = Adam(lr=0.001, beta1=0.0, beta2=0.0, eps=1e-8)
     rng = np.random.default_rng(1)
     theta = np.zeros(50)

@@ -29,6 +29,8 @@ def keys(tmp_path: Path) -> dict[str, Path]:
     zmq.auth.create_certificates(tmp_path, "server")
     zmq.auth.create_certificates(admitted, "client")
     zmq.auth.create_certificates(tmp_path, "stranger")
+    for secret in (*tmp_path.glob("*.key_secret"), *admitted.glob("*.key_secret")):
+        secret.chmod(0o600)  # as the key recipes write them (docs/hil.md)
     return {"server_secret": tmp_path / "server.key_secret", "server": tmp_path / "server.key",
             "admitted": admitted, "client": admitted / "client.key_secret",
             "stranger": tmp_path / "stranger.key_secret"}

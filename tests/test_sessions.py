@@ -1,6 +1,6 @@
-"""Sessions (protocol 1.1): the reply cache (a request executes at most once) and the lease
-(one client at a time owns the device's state), as units and over the wire with several
-clients."""
+"""Sessions (protocol 1.1, bounded per session since 1.2): the kept replies (a request executes
+at most once) and the lease (one client at a time owns the device's state), as units and over
+the wire with several clients. The attacks on them are in test_attacks.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 import zmq
 
-from spusim.device.sessions import Claim, LeaseTable, ReplyCache
+from spusim.device.sessions import (
+    MAX_WAITERS,
+    SESSION_REPLIES,
+    SESSION_REPLY_BYTES,
+    Claim,
+    LeaseTable,
+    Session,
+    SessionTable,
+)
 from spusim import Device, DeviceLeased, InvalidRequest, LeaseExpired, ReplyLost
 from spusim.driver.errors import error_from_reply
 from spusim.protocol import ErrorCode, ProtocolError, decode_reply, encode_request
@@ -31,63 +39,76 @@ class FakeClock:
 
 # --- units -----------------------------------------------------------------------------------
 
-def test_the_reply_cache_answers_repeats_and_remembers_what_it_evicted() -> None:
-    cache = ReplyCache(max_entries=2, max_bytes=100)
-    assert cache.claim(("s", 1), ["first"]) == (Claim.NEW, None)
-    assert cache.claim(("s", 1), ["again"]) == (Claim.PENDING, None)
-    assert cache.complete(("s", 1), [b"r1"]) == [["again"]]  # the waiting duplicate
-    assert cache.claim(("s", 1), ["x"]) == (Claim.CACHED, [b"r1"])
-    assert cache.claim(("t", 1), ["x"])[0] is Claim.NEW  # same id, other session: another key
-    cache.complete(("t", 1), [b"r2"])
-    cache.claim(("s", 2), ["x"])
-    cache.complete(("s", 2), [b"r3"])  # a third entry evicts the oldest
-    assert len(cache) == 2 and cache.claim(("s", 1), ["x"]) == (Claim.EVICTED, None)
-    cache.claim(("s", 3), ["x"])
-    cache.complete(("s", 3), [b"y" * 1000])  # over max_bytes: kept alone, as the newest
-    assert len(cache) == 1 and cache.bytes == 1000
-    assert cache.claim(("s", 3), ["x"])[0] is Claim.CACHED
-    cache.claim(("s", 4), ["x"])
-    cache.abandon(("s", 4))  # refused (BUSY, LEASED): not executed, may come again
-    assert cache.claim(("s", 4), ["x"])[0] is Claim.NEW
-    cache.clear()
-    assert cache.claim(("s", 1), ["x"])[0] is Claim.NEW and len(cache) == 0
+def test_a_session_answers_repeats_and_never_forgets_what_it_executed() -> None:
+    session = Session("s", None, floor=0, last_seen=0.0)
+    assert session.claim(1, ["first"]) == (Claim.NEW, None)
+    assert session.claim(1, ["again"]) == (Claim.PENDING, None)
+    assert session.complete(1, [b"r1"]) == [["again"]]  # the waiting duplicate
+    assert session.claim(1, ["x"]) == (Claim.CACHED, [b"r1"])
+    session.claim(2, ["x"])
+    session.complete(2, [b"y" * (SESSION_REPLY_BYTES + 1)])  # too large to keep: id only
+    assert session.claim(2, ["x"]) == (Claim.EVICTED, None) and session.state_of(2) == "done"
+    session.claim(3, ["x"])
+    session.abandon(3)  # refused (BUSY, LEASED): not executed, may come again
+    assert session.claim(3, ["x"])[0] is Claim.NEW and session.state_of(3) == "pending"
+    for request_id in range(3, 3 + SESSION_REPLIES + 5):
+        session.claim(request_id, ["x"])
+        session.complete(request_id, [b"r"])
+    assert len(session.done) == SESSION_REPLIES and session.floor >= 7
+    assert session.claim(1, ["x"]) == (Claim.EVICTED, None)  # below the floor: executed
+    for _ in range(MAX_WAITERS + 10):  # resends of one running request: waiters bounded
+        session.claim(1000, ["resend"])
+    assert len(session.pending[1000]) == MAX_WAITERS
 
 
-def test_a_lease_excludes_others_expires_when_idle_and_a_lapse_is_reported() -> None:
+def test_sessions_are_bounded_bound_to_their_peer_and_expire() -> None:
+    clock = FakeClock()
+    table = SessionTable(max_sessions=2, idle_s=10.0, clock=clock)
+    first = table.open("a", "key-a", first_id=5)
+    assert first.floor == 4  # ids before the first seen count as executed
+    with pytest.raises(ProtocolError) as foreign:
+        table.find("a", "key-b")
+    assert foreign.value.code == ErrorCode.FORBIDDEN
+    first.claim(5, ["x"])  # in flight: never forgotten to make room
+    table.open("b", None, 1)
+    table.open("c", None, 1)  # full: "b", idle, goes
+    assert table.get("b") is None and table.get("a") is first and table.forgotten == 1
+    first.complete(5, [b"r"])
+    clock.now += 11.0
+    table.expire()
+    assert len(table) == 0
+
+
+def test_a_lease_excludes_others_expires_when_quiet_and_a_stale_epoch_is_refused() -> None:
     clock = FakeClock()
     leases = LeaseTable(clock)
-    leases.check(None)  # unleased: anyone may use the device
-    assert leases.acquire("a", ttl_s=10.0) == {"ttl_s": 10.0, "renewed": False}
-    leases.check("a")
-    for other in ("b", None):
+    a, b = ("a", None), ("b", None)
+    leases.check(None, None)  # unleased: anyone may use the device
+    granted = leases.acquire(a, ttl_s=10.0, epoch=None)
+    assert granted == {"ttl_s": 10.0, "renewed": False, "epoch": 1}
+    leases.check(a, 1)
+    for other in (b, None):
         with pytest.raises(ProtocolError) as refused:
-            leases.check(other)
+            leases.check(other, None)
         assert refused.value.code == ErrorCode.LEASED
     with pytest.raises(ProtocolError):
-        leases.acquire("b", ttl_s=10.0)
+        leases.acquire(b, ttl_s=10.0, epoch=None)
     clock.now += 9.0
-    leases.touch("a")  # a request of the holder restarts the ttl
+    leases.touch(a)  # a request (or heartbeat) of the holder restarts the ttl
     clock.now += 9.0
-    leases.check("a")
-    leases.started("a")  # an op of the holder in flight: no expiry however long it takes
-    clock.now += 100.0
-    with pytest.raises(ProtocolError):
-        leases.check("b")
-    leases.finished("a")  # answered: the ttl starts again from now
-    clock.now += 9.5
-    with pytest.raises(ProtocolError):
-        leases.check("b")
-    clock.now += 1.0
-    leases.check("b")  # expired: free
-    assert leases.status("a") == {"held": False, "yours": False, "expires_in_s": None}
-    with pytest.raises(ProtocolError) as lapsed:
-        leases.check("a")
-    assert lapsed.value.code == ErrorCode.LEASE_EXPIRED
-    assert leases.acquire("a", ttl_s=1.0)["renewed"] is False  # acquiring again clears it
-    assert leases.status("a")["yours"] and not leases.status("b")["yours"]
-    assert leases.release("a") and not leases.release("a")
-    leases.check("a")
-    leases.check("b")
+    leases.check(a, 1)
+    clock.now += 1.5
+    leases.check(b, None)  # quiet for the ttl: expired, free
+    assert leases.lapsed() == [a] and leases.lapsed() == []
+    assert leases.acquire(b, ttl_s=1.0, epoch=None)["epoch"] == 2
+    leases.release(b)
+    for attempt in (lambda: leases.check(a, 1), lambda: leases.acquire(a, 5.0, epoch=1)):
+        with pytest.raises(ProtocolError) as lapsed:  # epoch 1 is gone for good
+            attempt()
+        assert lapsed.value.code == ErrorCode.LEASE_EXPIRED
+    assert leases.acquire(a, ttl_s=1.0, epoch=None)["epoch"] == 3  # a fresh grant
+    assert leases.status(a)["yours"] and not leases.status(b)["yours"]
+    assert leases.release(a) and not leases.release(a)
 
 
 # --- over the wire ---------------------------------------------------------------------------
@@ -143,14 +164,15 @@ def test_a_retry_of_a_request_still_executing_gets_the_one_reply(served: ServedD
 
 def test_a_retry_whose_reply_was_evicted_is_refused_not_executed(served: ServedDevice,
                                                                  device: Device) -> None:
-    served.server._cache = ReplyCache(max_entries=1)  # white box: a tiny cache
     device.program(A2)
     with zmq.Context() as context, context.socket(zmq.DEALER) as socket:
         socket.linger = 0
         socket.connect(served.endpoint)
         send(socket, 1, "run", "mine", {"duration_ns": 100})
-        send(socket, 2, "reset", "mine")  # its reply evicts the run's
-        receive(socket), receive(socket)
+        for request_id in range(2, SESSION_REPLIES + 3):  # the session's own later ops
+            send(socket, request_id, "reset", "mine")  # push the run's reply out
+        for _ in range(SESSION_REPLIES + 2):
+            receive(socket)
         device.program(A2)
         clock = device.status()["sim_time_ns"]
         send(socket, 1, "run", "mine", {"duration_ns": 100})
@@ -207,7 +229,9 @@ def test_an_idle_lease_runs_out_and_its_holder_learns_it(served: ServedDevice) -
         with pytest.raises(LeaseExpired) as expired:
             owner.run(100)
         assert expired.value.code == ErrorCode.LEASE_EXPIRED
-        owner.acquire(ttl_s=5.0)
+        with pytest.raises(LeaseExpired):  # acquire does not hide the lapse either
+            owner.acquire(ttl_s=5.0)
+        owner.acquire(ttl_s=5.0)  # a fresh lease; the caller re-programs
         owner.run(100)
         assert owner.release()
 

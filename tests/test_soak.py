@@ -46,8 +46,8 @@ def test_soak_through_dropped_delayed_and_busy_replies_briefly(spu_daemon: SpuDa
 @pytest.mark.timeout(1800)
 @pytest.mark.spu_config(**DEVICE)
 def test_soak_mixed_clients(spu_daemon: SpuDaemon) -> None:
-    # 80 000 calls: the reply cache and its 16 384 remembered keys are full after about a
-    # third of them, so the daemon's memory must be flat over the second half.
+    # 80 000 calls: each client's session keeps at most 32 replies (256 KiB), full after its
+    # first calls, so the daemon's memory must be flat over the second half.
     report = run_soak(spu_daemon, clients=8, calls_per_client=10_000, max_seconds=900)
     assert report.rss_mib[-1] - report.rss_mib[1] < 4
 

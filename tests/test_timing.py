@@ -1,4 +1,4 @@
-"""The timing model's arithmetic against the TNGD paper's numbers (papers.md section 1.6)."""
+"""The timing model's arithmetic against the TNGD paper's numbers (arXiv 2405.13817, App. C)."""
 
 from __future__ import annotations
 
@@ -166,3 +166,85 @@ def test_the_loop_clock_advances_one_iteration_at_a_time() -> None:
     assert clock.now_ns == sum(took) == clock.schedule.total_ns
     assert took[3] == 100 + max(50, 10 + 300 + 5) + 20  # a short digital step: analog-bound
     assert took[2] == 100 + 2000 + 20  # a long one hides the analog run
+
+
+# --- the digital clock's spec and the device between calls -------------------------------------
+
+from spusim.timing.digital import (  # noqa: E402
+    DEFAULT_CALL_LATENCY_NS,
+    DEFAULT_EFFICIENCY,
+    parse_digital,
+)
+from spusim.timing.pipeline import LoopClock  # noqa: E402
+from spusim.timing.serial import SerialClock  # noqa: E402
+
+
+def test_the_default_digital_clock_is_the_papers_a100_roofline() -> None:
+    clock = parse_digital()
+    assert clock == Roofline(ACCELERATORS["a100"], DEFAULT_EFFICIENCY, DEFAULT_CALL_LATENCY_NS)
+    assert not clock.measured and clock.label.startswith("roofline a100")
+    work = Work(19.5e12 * DEFAULT_EFFICIENCY, 0, calls=3)  # one second of FP32 at efficiency
+    assert clock.price(work, host_seconds=123.0) == 10**9 + 3 * DEFAULT_CALL_LATENCY_NS
+    assert clock.price(work, 0.0) == clock.price(work, 5.0)  # the host's time plays no part
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("roofline:a100:0.5:3", Roofline(ACCELERATORS["a100"], 0.5, 3000.0)),
+    ("roofline::0.25", Roofline(ACCELERATORS["a100"], 0.25, DEFAULT_CALL_LATENCY_NS)),
+    (" Roofline:epyc-7763", Roofline(ACCELERATORS["epyc-7763"], DEFAULT_EFFICIENCY,
+                                     DEFAULT_CALL_LATENCY_NS)),
+    ("measured", Measured(1.0)), ("measured:0.1", Measured(0.1))])
+def test_digital_specs(spec: str, expected: object) -> None:
+    assert parse_digital(spec) == expected
+
+
+def test_a_measured_clock_says_so() -> None:
+    clock = parse_digital("measured:0.5")
+    assert clock.measured and clock.label == "measured (host wall time x 0.5)"
+    assert clock.price(Work(1e15, 1e15, 100), host_seconds=0.002) == 1_000_000
+
+
+@pytest.mark.parametrize("spec, says", [
+    ("gpu", "not a known form"), ("roofline:h100", "unknown accelerator 'h100'"),
+    ("roofline:a100:2", "efficiency must be in (0, 1]"), ("roofline:a100:x", "EFFICIENCY"),
+    ("roofline:a100:1:-5", "call_latency_ns must be >= 0"), ("measured:0", "scale"),
+    ("measured:inf", "SCALE must be a number"), ("measured:1:2", "not a known form")])
+def test_bad_digital_specs_name_the_allowed_forms(spec: str, says: str) -> None:
+    with pytest.raises(ValueError) as error:
+        parse_digital(spec)
+    message = str(error.value)
+    assert says in message and "roofline[:ACCELERATOR[:EFFICIENCY[:LATENCY_US]]]" in message
+    assert "measured[:SCALE]" in message
+
+
+@pytest.mark.parametrize("clock_type", [SerialClock, LoopClock])
+def test_the_device_is_held_between_a_readout_and_the_next_upload(clock_type: type) -> None:
+    """The emulator's rule: from one upload to the next the state evolves its run t and the
+    delay t_d, never the host's compute time. A digital step of 1 ms (1000 tau) against
+    t = 3 us and t_d = 0.5 us: the clocks' device evolves 3.5 us per iteration, exactly what
+    the emulator runs, and the delay runs after the measurement, hidden under the digital step."""
+    cost = IterationCosts(1_000_000, UPLOAD, 3000, READOUT, delay_ns=500)
+    clock = clock_type()
+    took = [clock.add(cost) for _ in range(5)]
+    loop = clock.schedule
+    assert [loop.evolved_ns(k) for k in range(4)] == [3000 + 500] * 4
+    assert loop.evolved_ns(4) == 3000  # no upload after the last one yet, so no delay
+    analog = [e for e in loop.events if e.phase == Phase.ANALOG]
+    for event in (e for e in loop.events if e.phase == Phase.DELAY):
+        assert event.start_ns == analog[event.iteration].end_ns  # from the measurement on
+    if clock_type is SerialClock:
+        assert took[1:] == [1_000_000 + 110 + 3000 + 25] * 4
+        assert SerialClock().add(IterationCosts(0, UPLOAD, 3000, READOUT, 500)) == 3135
+
+
+def test_the_serial_clock_is_a_schedule_with_a_critical_path() -> None:
+    """Algorithm 1 in a row: a long delay is on the critical path, between the measurement and
+    the next upload."""
+    clock = SerialClock()
+    for _ in range(3):
+        clock.add(IterationCosts(100, UPLOAD, 3000, READOUT, delay_ns=2000))
+    assert clock.iteration_ns[-1] == (2000 - 25) + 110 + 3000 + 25  # t_d from the measurement
+    path = [e.phase for e in clock.schedule.critical_path()]
+    assert path == [Phase.DELAY, Phase.TRANSFER_IN, Phase.DAC, Phase.ANALOG, Phase.ADC,
+                    Phase.TRANSFER_OUT]
+    assert clock.now_ns == clock.schedule.total_ns == sum(clock.iteration_ns)

@@ -24,7 +24,7 @@ class Phase(StrEnum):
     ANALOG = "analog"  # the analog array evolving (the ADC samples it meanwhile)
     ADC = "adc"  # converting the node values of the last sample for readout
     TRANSFER_OUT = "transfer_out"  # device -> host over the link
-    DELAY = "delay"  # the device evolving on under the old drift until the next upload (t_d)
+    DELAY = "delay"  # t_d under the old programming after a measurement (then held until upload)
 
 
 @dataclass(frozen=True)

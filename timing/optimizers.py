@@ -4,7 +4,10 @@ Work estimates (FP32, 4 bytes a value) for a model of N parameters, batch b, out
 d_z and m = b d_z rows of the factored curvature. A forward and backward pass over the batch
 costs 6bN FLOPs (2 forward, 4 backward per parameter and sample), a Jacobian-vector product 4bN,
 a vector-Jacobian product 4bN. These are order-of-magnitude estimates whose growth matches the
-TNGD paper's Table 1 (quoted in ``COMPLEXITY``); docs/timing.md lists every term.
+TNGD paper's Table 1 (quoted in ``COMPLEXITY``); docs/timing.md lists every term. They know
+only N, b and d_z: a training run's digital step is priced from the work counted on the actual
+model (spusim.training.work), which docs/timing.md ("Calibration") compares with these: FLOPs
+within 2x, bytes 3-7x below the counted eager-PyTorch traffic.
 """
 
 from __future__ import annotations

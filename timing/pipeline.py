@@ -7,7 +7,7 @@ reads the device's estimate back. Two lanes, each doing one thing at a time:
 
     host:          transfer_in(k) ........ digital(k) ........ transfer_out(k)
     device:                 dac(k)  analog(k)  adc(k)
-    device-delay:                             [t_d: the old drift goes on until upload k+1]
+    device-delay:                             [t_d under the old programming, then held]
 
 Dependencies: dac after transfer_in; analog after dac; adc after analog; digital(k) after the
 estimate of iteration k-1 is back (it needs theta_k); transfer_out(k) after adc(k);
@@ -15,6 +15,12 @@ transfer_in(k+1) after digital(k) and no sooner than t_d after the measurement (
 analog(k)). So one iteration lasts transfer_in + max(digital, dac + analog + adc) + transfer_out
 when t_d is short: a digital step longer than the analog run hides it, a shorter one does not.
 All times are integer ns; nothing here reads a clock.
+
+Between a readout and the next upload the device follows one rule, the emulator's (the daemon's
+state evolves only while it runs): it runs t_d under the old programming, from the measurement
+on, and is otherwise held. The host's compute time never evolves the state, however long it is;
+so from one upload to the next the state evolves exactly t + t_d (:meth:`Schedule.evolved_ns`),
+which is what the emulator runs (docs/timing.md, "Between a readout and the next upload").
 """
 
 from __future__ import annotations
@@ -97,8 +103,32 @@ class Schedule:
     def total_ns(self) -> int:
         return max(event.end_ns for event in self.events)
 
+    def evolved_ns(self, iteration: int) -> int:
+        """Analog time the device's state evolved under ``iteration``'s programming: its run t
+        and the delay t_d after it, ns (the idle rest of the gap to the next upload is held)."""
+        return sum(e.duration_ns for e in self.events if e.iteration == iteration
+                   and e.phase in (Phase.ANALOG, Phase.DELAY))
 
-class LoopClock:
+
+class Timeline:
+    """Events placed one after another in :attr:`schedule` (the clocks' common part)."""
+
+    def __init__(self) -> None:
+        self.schedule = Schedule([], [])
+
+    def _place(self, lane: str, phase: Phase, k: int, duration: int,
+               *after: Event | None) -> Event:
+        """Start at the latest end of the given events (no earlier than 0)."""
+        start, cause = 0, None
+        for event in after:
+            if event is not None and event.end_ns > start:
+                start, cause = event.end_ns, event
+        placed = Event(lane, phase, k, start, start + duration, cause)
+        self.schedule.events.append(placed)
+        return placed
+
+
+class LoopClock(Timeline):
     """The loop's clock, one iteration at a time: :meth:`add` places an iteration's phases
     after the previous ones and returns the time it took, ns.
 
@@ -107,7 +137,7 @@ class LoopClock:
     """
 
     def __init__(self) -> None:
-        self.schedule = Schedule([], [])
+        super().__init__()
         self._digital: Event | None = None  # the latest digital step
         self._estimate: Event | None = None  # transfer_out of the previous iteration
         self._measurement: Event | None = None  # analog of the previous iteration
@@ -140,17 +170,6 @@ class LoopClock:
         self.schedule.iteration_ns.append(took)
         self._device, self._estimate, self._measurement = adc, download, analog
         return took
-
-    def _place(self, lane: str, phase: Phase, k: int, duration: int,
-               *after: Event | None) -> Event:
-        """Start at the latest end of the given events (no earlier than 0)."""
-        start, cause = 0, None
-        for event in after:
-            if event is not None and event.end_ns > start:
-                start, cause = event.end_ns, event
-        placed = Event(lane, phase, k, start, start + duration, cause)
-        self.schedule.events.append(placed)
-        return placed
 
 
 def schedule(costs: Sequence[IterationCosts]) -> Schedule:

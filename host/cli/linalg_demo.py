@@ -16,6 +16,7 @@ import numpy as np
 from scipy.linalg import expm, solve_continuous_lyapunov
 
 from spusim import linalg
+from spusim.cli.help import POSITIVE, number
 from spusim.cli.solve_demo import demo_problem
 from spusim.driver.client import Device
 from spusim.driver.errors import DeviceError
@@ -37,17 +38,20 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     """Add the ``linalg`` subcommand to ``spu``'s subparsers."""
     parser = commands.add_parser(
         "linalg", help="solve, inv, logdet, lyapunov and expnegm on a private daemon",
-        description=DESCRIPTION, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        description=DESCRIPTION)
     parser.add_argument("--ops", nargs="+", choices=OPS, default=list(OPS), metavar="OP",
                         help=f"operations to run, of {', '.join(OPS)}")
-    parser.add_argument("--n", type=int, default=8, help="problem size N (1..64)")
-    parser.add_argument("--condition", type=float, default=10.0,
-                        help="condition number of the symmetric A (>= 1)")
-    parser.add_argument("--non-normal", type=float, default=0.5,
+    parser.add_argument("--n", type=number(int, 1, 64, what="size from 1 to 64"), default=8,
+                        help="problem size N")
+    parser.add_argument("--condition", type=number(float, 1.0, what="condition number"),
+                        default=10.0, help="condition number of the symmetric A")
+    parser.add_argument("--non-normal", type=number(float, 0.0, what="non-negative number"),
+                        default=0.5,
                         help="size of the non-symmetric part of lyapunov's and expnegm's drift")
-    parser.add_argument("--readings", type=int, default=4000,
-                        help="expnegm's readings one lag apart (>= 21)")
-    parser.add_argument("--kappa0", type=float, default=0.01, help="the device's thermal noise")
+    parser.add_argument("--readings", type=number(int, 21, what="number of readings"),
+                        default=4000, help="expnegm's readings one lag apart")
+    parser.add_argument("--kappa0", type=POSITIVE, default=0.01,
+                        help="the device's thermal noise")
     parser.add_argument("--profile", choices=sorted(PROFILES), default="ideal",
                         help="the device's parameter set (spu-8cell: RLC cells, which neither "
                              "hold a bias nor run a general drift: those rows are refused)")
@@ -57,11 +61,6 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     """Run ``spu linalg`` with parsed ``args``; returns the exit code."""
-    if (not 1 <= args.n <= 64 or not args.condition >= 1 or not args.kappa0 > 0
-            or args.readings < 21):
-        print("spu linalg: --n must be in 1..64, --condition >= 1, --kappa0 > 0 and "
-              "--readings >= 21", file=sys.stderr)
-        return 2
     A, b = demo_problem(args.n, args.condition, args.seed)
     rng = np.random.default_rng(args.seed + 1)
     drift = A + args.non_normal * np.triu(rng.standard_normal(A.shape), 1)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from spusim.timing import PROFILES, Phase
+from spusim.timing import Phase, TimingModel
 from spusim.timing.digital import Roofline
 from spusim.timing.optimizers import COMPLEXITY, OPTIMIZERS, IterationEstimate, Problem, estimate
 from spusim.timing.report import format_ns, schedule_spans, write_chrome_trace
@@ -25,9 +25,9 @@ class Comparison:
 
 
 def compare(sizes: Sequence[int], problem: Problem, digital: Roofline,
-            profile: str = "tngd-paper") -> Comparison:
-    """Estimate every optimizer at every size (``problem`` gives everything but N)."""
-    device = PROFILES[profile]
+            device: TimingModel) -> Comparison:
+    """Estimate every optimizer at every size (``problem`` gives everything but N) with the
+    device's timing model."""
     return Comparison(list(sizes), {
         optimizer: [estimate(optimizer, replace(problem, n_params=n), digital, device)
                     for n in sizes] for optimizer in OPTIMIZERS})
@@ -85,8 +85,8 @@ def plot(comparison: Comparison, path: str | Path, title: str) -> Path:
 
 
 def write_tngd_trace(problem: Problem, digital: Roofline, path: str | Path,
-                     profile: str = "tngd-paper", iterations: int = 5) -> Path:
+                     device: TimingModel, iterations: int = 5) -> Path:
     """A Chrome trace of ``iterations`` iterations of the TNGD loop on ``problem``."""
-    loop = estimate("tngd", problem, digital, PROFILES[profile], iterations).schedule
+    loop = estimate("tngd", problem, digital, device, iterations).schedule
     assert loop is not None
     return write_chrome_trace(schedule_spans(loop), path)

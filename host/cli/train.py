@@ -1,7 +1,9 @@
 """``spu train``: train one model on digits with one optimizer, print a summary and write a JSON
-record (config, seed, per-iteration rows) and optionally a plot.
+record (config, seed, device configuration, per-iteration rows) into a fresh run directory
+(runs/<timestamp>-<model>-<optimizer>/), and optionally a plot; or replay a recorded run.
 
-    spu train --model mlp --optimizer tngd --t 5 --kappa0 0.001 --iterations 200 --json run.json
+    spu train --model mlp --optimizer tngd --t 5 --kappa0 0.001 --iterations 200 --plot
+    spu train --replay runs/20261201-051033-mlp-tngd/record.json
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
+from spusim.cli.help import HelpFormatter, fail
 from spusim.training.runs import DEFAULT_LR, DEVICE_OPTIMIZERS, MODELS, OPTIMIZERS, RunSpec
 
 DESCRIPTION = """\
@@ -25,8 +28,8 @@ tau = RC); the other optimizers run on the host only. Simulated time is the hybr
 
 EPILOG = ("learning rates by default: "
           + ", ".join(f"{name} {lr:g}" for name, lr in DEFAULT_LR.items())
-          + ". Example: spu train --optimizer tngd --t 10 --kappa0 0.001 --json tngd.json "
-          "--plot tngd.png")
+          + ". Example: spu train --optimizer tngd --t 10 --kappa0 0.001 --plot; then "
+          "spu plot runs/*/record.json")
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -40,11 +43,13 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
                         help="softmax regression, MLP (one tanh hidden layer) or small CNN")
     parser.add_argument("--hidden", type=int, default=defaults.hidden,
                         help="hidden units of the MLP and of the CNN's dense layer")
-    parser.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer,
+                        help="digital (sgd, adam, ngd, ngd-cg, ngd-woodbury) or on the device "
+                             "(tngd, tngd-adam)")
     parser.add_argument("--iterations", type=int, default=defaults.iterations)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--lr", type=float, default=None,
-                        help="learning rate (default: per optimizer, see below)")
+                        help="learning rate (default: the optimizer's, listed below)")
     parser.add_argument("--momentum", type=float, default=defaults.momentum,
                         help="momentum of the SGD update (sgd, ngd*, tngd)")
     parser.add_argument("--damping", type=float, default=defaults.damping,
@@ -53,7 +58,9 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
                         help="CG iterations per step (ngd-cg)")
     device = parser.add_argument_group("the device (tngd, tngd-adam)")
     device.add_argument("--t", type=float, default=defaults.t,
-                        help="analog time per iteration, units of tau")
+                        help="analog time per iteration, units of tau; runs last whole ADC "
+                             "sample intervals, at least one (t = 0 runs one: 0.1 tau on the "
+                             "default device), and the run's label states the real length")
     device.add_argument("--t-d", type=float, default=defaults.delay, dest="delay",
                         help="delay t_d between a readout and the next upload, units of tau")
     device.add_argument("--kappa0", type=float, default=0.001,
@@ -72,31 +79,49 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
                         help="model initialisation, batch order and device noise")
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every,
                         help="iterations between test-set evaluations")
-    parser.add_argument("--json", default="spusim_train.json", metavar="PATH",
-                        help="where to write the JSON record")
-    parser.add_argument("--plot", metavar="PATH", help="also write a PNG plot")
+    parser.add_argument("--json", metavar="PATH",
+                        help="where to write the JSON record (default: record.json in a new "
+                             "run directory runs/<timestamp>-<model>-<optimizer>/)")
+    parser.add_argument("--plot", metavar="PATH", nargs="?", const="",
+                        help="also write a PNG plot (no PATH: plot.png beside the record)")
+    parser.add_argument("--replay", metavar="RECORD",
+                        help="run a recorded run again: its spec and device configuration from "
+                             "RECORD (the other training options are ignored)")
+    parser.add_argument("--replay-run", type=int, default=0, metavar="K",
+                        help="which run of RECORD to replay (examples hold several)")
     return parser
 
 
 def main(args: argparse.Namespace) -> int:
     """Run ``spu train`` with parsed ``args``; returns the exit code."""
     from spusim.driver.client import Device
+    from spusim.training import records
     from spusim.training.data import load_digits
     from spusim.training.runs import one_blas_thread, plot, record, run, summary_table, write_json
 
-    spec = RunSpec(model=args.model, optimizer=args.optimizer, iterations=args.iterations,
-                   batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
-                   damping=args.damping, t=args.t, delay=args.delay,
-                   cg_iterations=args.cg_iterations, readout=args.readout,
-                   warm_start=args.warm_start, integrator=args.integrator,
-                   hidden=args.hidden, seed=args.seed,
-                   eval_every=args.eval_every)
+    replayed, device_config = None, None
+    if args.replay:
+        try:
+            replayed, spec, device_config = records.replay(args.replay, args.replay_run)
+        except records.RecordError as error:
+            return fail(str(error))
+    else:
+        spec = RunSpec(model=args.model, optimizer=args.optimizer, iterations=args.iterations,
+                       batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
+                       damping=args.damping, t=args.t, delay=args.delay,
+                       cg_iterations=args.cg_iterations, readout=args.readout,
+                       warm_start=args.warm_start, integrator=args.integrator,
+                       hidden=args.hidden, seed=args.seed,
+                       eval_every=args.eval_every)
     data = load_digits()
     config: dict[str, Any] = {"spec": asdict(spec), "lr": spec.learning_rate,
                               "data": "digits", "seed": spec.seed}
+    if args.replay:
+        config["replay_of"] = {"record": str(args.replay), "run": args.replay_run}
     with one_blas_thread():
         if spec.optimizer in DEVICE_OPTIMIZERS:
             device = (Device.connect(args.connect) if args.connect
+                      else Device.spawn(config=device_config) if device_config
                       else Device.spawn(kappa0=args.kappa0, seed=spec.seed))
             with device:
                 config["device"] = device.config
@@ -104,12 +129,17 @@ def main(args: argparse.Namespace) -> int:
         else:
             result = run(spec, data)
     print(summary_table([result]))
-    print(f"  record: {write_json(record([result], config, [spec]), args.json)}",
-          file=sys.stdout)
-    if args.plot:
-        print(f"  plot: {plot([result], args.plot, f'{spec.model} on digits', accuracy=True)}")
+    saved = record([result], config, [spec])
+    path = write_json(saved, args.json or records.run_directory(
+        f"{spec.model}-{spec.optimizer}") / "record.json")
+    print(f"  record: {path}", file=sys.stdout)
+    if replayed is not None:
+        print(records.replay_report(replayed, saved["runs"][0]))
+    if args.plot is not None:
+        png = args.plot or path.with_name("plot.png")
+        print(f"  plot: {plot([result], png, f'{spec.model} on digits', accuracy=True)}")
     return 0
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown, the description's line breaks kept."""
+class _Formatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown (once), the description's line breaks kept."""

@@ -9,10 +9,13 @@
 
 Every call validates the reply, raises a typed :mod:`spusim.driver.errors` exception on failure, tracks
 the device's simulated clock (:attr:`Device.sim_time_ns`) and notices a daemon restart (a new
-boot id) as :class:`~spusim.driver.errors.DeviceRestarted`. Timeouts grow with the work a call asks for.
+boot id) as :class:`~spusim.driver.errors.DeviceRestarted`. Timeouts grow with the work a call
+asks for; against a 1.2 daemon a waiting call also sends heartbeats, so a long run never times
+out while the daemon works on it and a dead daemon is noticed within seconds (transport.py).
 A timed-out call is retried when that is safe: always for idempotent ops, and for every op when
 the daemon deduplicates requests (protocol >= 1.1); BUSY is retried after a back-off.
-:meth:`Device.lease` keeps other clients off the device (docs/hil.md).
+:meth:`Device.lease` keeps other clients off the device (docs/hil.md); a lease that ran out
+is reported (:class:`~spusim.driver.errors.LeaseExpired`), never renewed behind the caller's back.
 """
 
 from __future__ import annotations
@@ -29,7 +32,13 @@ from typing import Any
 import numpy as np
 
 from spusim.driver.daemon import DaemonProcess
-from spusim.driver.errors import DeviceLeased, DeviceRestarted, InvalidRequest, error_from_reply
+from spusim.driver.errors import (
+    DeviceLeased,
+    DeviceRestarted,
+    InvalidRequest,
+    LeaseExpired,
+    error_from_reply,
+)
 from spusim.driver.transport import CurveClientKeys, Transport
 from spusim.protocol import FAULT_TRIGGERS, ErrorCode, Reply, spec_for
 from spusim.timing.report import Span, write_chrome_trace
@@ -38,6 +47,9 @@ from spusim.timing.report import Span, write_chrome_trace
 TIMELINE_SPANS = 200_000
 # Safety factor on the daemon's own kernel speed when sizing a call's timeout.
 _WORK_TIMEOUT_FACTOR = 20.0
+# Kernel work of a run's sample besides its matrix work (RNG, ADC, bookkeeping), in matrix
+# element-steps, for sizing timeouts.
+_SAMPLE_OVERHEAD = 256
 # Pessimistic transfer rate for sizing the timeout of large uploads and reads, bytes/s.
 _SLOW_LINK_BYTES_PER_S = 50e6
 # First wait before resending a request answered BUSY (or LEASED, in acquire), s; doubles.
@@ -89,6 +101,8 @@ class Device:
         self._rows = 0  # N, or m factored: the size of the first run's check
         self._integrator: str | None = None
         self._ready = False  # the programmed matrix passed a run's checks
+        self._lease_epoch: int | None = None  # the lease grant held (1.2), if any
+        self._lease_ttl_s = 0.0
         self._phase_ns: dict[str, int] = {}
         self._timeline: deque[Span] = deque(maxlen=TIMELINE_SPANS)
 
@@ -120,7 +134,9 @@ class Device:
         """Start a private daemon on a free loopback port, connect, and stop it on close.
 
         ``config`` are daemon options by their flag names (``cells``, ``kappa0``,
-        ``integrator``, ``seed``, ``threads``, ...; see ``python -m spusim.device serve --help``).
+        ``integrator``, ``seed``, ``threads``, ...; see ``python -m spusim.device serve --help``);
+        ``config="chip.toml"`` starts from a configuration file (``spu config show``), or from a
+        mapping such as a run record's ``hello`` config; the other options apply over it.
         """
         process = DaemonProcess.start(start_timeout=start_timeout, **config)
         try:
@@ -162,9 +178,15 @@ class Device:
 
     @property
     def deduplicates(self) -> bool:
-        """Whether the daemon answers a resent request from its reply cache (protocol 1.1),
+        """Whether the daemon answers a resent request from its kept replies (protocol 1.1),
         which makes every call safe to retry."""
         return tuple(self._info.get("protocol", (1, 0))) >= (1, 1)
+
+    @property
+    def heartbeats(self) -> bool:
+        """Whether the daemon answers heartbeats about a request (protocol 1.2): calls then
+        wait as long as it works on them and notice a dead daemon within seconds."""
+        return tuple(self._info.get("protocol", (1, 0))) >= (1, 2)
 
     @property
     def info(self) -> dict[str, Any]:
@@ -236,7 +258,7 @@ class Device:
         The state persists unless ``reset_state`` (or N changed, which also zeroes the bias).
         ``integrator``: "exact" or "euler_maruyama" for the runs that follow (default: the
         daemon's). Positive definiteness and step stability are checked by the first run.
-        ``drift="general"`` (protocol 1.2, overdamped cells): A may be any real matrix whose
+        ``drift="general"`` (protocol 1.3, overdamped cells): A may be any real matrix whose
         eigenvalues have positive real parts (non-reciprocal couplings).
         """
         A = as_float64(A, "A", 2)
@@ -313,21 +335,31 @@ class Device:
         client's last request, other sessions' device ops are refused (LEASED).
 
         wait_s: keep trying, with back-off, this long while another session holds it; then
-        :class:`~spusim.driver.errors.DeviceLeased`. Acquiring a lease already held renews it.
+        :class:`~spusim.driver.errors.DeviceLeased`. Acquiring a lease already held renews it;
+        if it ran out meanwhile, :class:`~spusim.driver.errors.LeaseExpired` is raised (others
+        may have changed the device): call ``acquire`` again, then re-program.
         """
         deadline, backoff = time.monotonic() + wait_s, _BACKOFF_S
         while True:
             try:
-                return self._call("acquire", {"ttl_s": float(ttl_s)}).result
+                result = self._call("acquire", {"ttl_s": float(ttl_s)}).result
+                break
+            except LeaseExpired:
+                self._lease_epoch = None  # reported once; the next acquire asks afresh
+                raise
             except DeviceLeased:
                 if time.monotonic() + backoff > deadline:
                     raise
             time.sleep(backoff)
             backoff = min(2 * backoff, _MAX_BACKOFF_S)
+        self._lease_epoch, self._lease_ttl_s = result.get("epoch"), float(ttl_s)
+        return result
 
     def release(self) -> bool:
         """Give the lease up; False if this client did not hold it."""
-        return bool(self._call("release").result["released"])
+        released = bool(self._call("release").result["released"])
+        self._lease_epoch = None
+        return released
 
     @contextlib.contextmanager
     def lease(self, ttl_s: float = 60.0, *, wait_s: float = 0.0) -> Iterator[Device]:
@@ -371,14 +403,27 @@ class Device:
         self._integrator, self._ready = None, False
 
     def _run_seconds(self, duration_ns: int, second_moments: bool) -> float:
-        """Generous wall-time bound of a run: the daemon's measured kernel speed x a margin."""
+        """Generous wall-time bound of a run: the daemon's measured kernel speed x a margin.
+
+        Work per sample: the exact integrator O(N) (16 N; the factored form's elements; 4 N^2 on
+        second-order cells), Euler-Maruyama the programmed elements per step, plus a fixed part
+        per sample and N^2 for second moments. Against a 1.2 daemon heartbeats keep a call
+        waiting while the daemon works on it, so this bound matters for older daemons only.
+        """
         config = self._info.get("config", {})
         per_cell_step = float(self._info.get("seconds_per_cell_step", 1e-8))
         interval = int(config.get("sample_interval_ns", 1))
-        steps = duration_ns // interval
+        samples = duration_ns // interval
         if self._integrator == "euler_maruyama":
-            steps *= interval // int(config.get("em_step_ns", interval))
-        work = steps * (self._elements + (self._n**2 if second_moments else 0))
+            per_sample = self._elements * (interval // int(config.get("em_step_ns", interval)))
+        elif config.get("dynamics", "overdamped") != "overdamped":  # the full 2N state
+            per_sample = 4 * self._n**2
+        elif self._elements == self._n**2:  # dense: the modal transition, O(N)
+            per_sample = 16 * self._n
+        else:  # factored
+            per_sample = self._elements
+        per_sample += _SAMPLE_OVERHEAD + (self._n**2 if second_moments else 0)
+        work = samples * per_sample
         if not self._ready:  # the first run checks the coupling (an eigendecomposition)
             work += 10 * self._elements * self._rows
         return _WORK_TIMEOUT_FACTOR * per_cell_step * work
@@ -409,9 +454,12 @@ class Device:
         retries = self.retries if spec_for(op).idempotent or self.deduplicates else 0
         self._check_frame_sizes(arrays or {})
         backoff = _BACKOFF_S
+        heartbeat_s = (max(0.02, min(1.0, self._lease_ttl_s / 4))
+                       if self._lease_epoch is not None else None)
         for attempt in range(self.retries + 1):  # BUSY: the request was not executed; resend
             reply = self._transport.call(op, args, arrays, timeout=self.timeout + extra_timeout,
-                                         retries=retries)
+                                         retries=retries, lease=self._lease_epoch,
+                                         heartbeat=self.heartbeats, heartbeat_s=heartbeat_s)
             if reply.ok or (reply.error or {}).get("code") != ErrorCode.BUSY:
                 break
             if attempt < self.retries:
@@ -428,5 +476,7 @@ class Device:
                                   {"boot_id": boot_id})
         if not reply.ok:
             assert reply.error is not None
+            # A LeaseExpired keeps the stale epoch: every device op is refused until the caller
+            # acquires again (or releases), even if the daemon has forgotten this session.
             raise error_from_reply(reply.error)
         return reply

@@ -6,6 +6,7 @@ would a real device's driver service, and talks to it over the wire.
 
 from __future__ import annotations
 
+import json
 import os
 import selectors
 import signal
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,15 +58,20 @@ class DaemonProcess:
         ``READY``.
 
         ``start_timeout`` (s) covers numba compilation on a cold cache. The daemon's stderr goes
-        to a log file (``log_path``), deleted after a clean stop.
+        to a log file (``log_path``), deleted after a clean stop. ``config`` may be a
+        configuration file's path or a mapping (a ``hello`` reply's ``config``, as run records
+        keep it), handed to the daemon as a temporary JSON file.
         """
+        options, mapping_file = dict(config), None
+        if isinstance(config.get("config"), Mapping):
+            options["config"] = mapping_file = _config_file(config["config"])
         log_file = tempfile.NamedTemporaryFile(prefix="spusim-daemon-", suffix=".log",
                                                delete=False)
         log_path = Path(log_file.name)
         # The daemon watches the pipe on its stdin: when this process exits, however it dies,
         # the pipe closes and the daemon shuts down instead of living on as an orphan.
         process = subprocess.Popen(
-            [*daemon_command(**config), "--exit-with-stdin"], stdin=subprocess.PIPE,
+            [*daemon_command(**options), "--exit-with-stdin"], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=log_file, text=True, start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
         log_file.close()
@@ -75,6 +82,9 @@ class DaemonProcess:
             error.message += f"\n--- daemon log ({log_path}) ---\n{_tail(log_path)}"
             error.args = (error.message,)
             raise
+        finally:
+            if mapping_file is not None:
+                mapping_file.unlink()  # read before READY (or the daemon is gone)
         return cls(process, endpoint, log_path, config)
 
     def restart(self, start_timeout: float = 120.0) -> None:
@@ -101,6 +111,14 @@ class DaemonProcess:
     def log_tail(self, lines: int = 40) -> str:
         """The last ``lines`` lines of the daemon's log."""
         return _tail(self.log_path, lines)
+
+
+def _config_file(mapping: Mapping[str, Any]) -> Path:
+    """``mapping`` written to a fresh JSON file for the daemon's ``--config``."""
+    with tempfile.NamedTemporaryFile("w", prefix="spusim-config-", suffix=".json",
+                                     delete=False) as file:
+        json.dump(dict(mapping), file)
+    return Path(file.name)
 
 
 def _await_ready(process: subprocess.Popen[str], timeout: float) -> str:

@@ -48,6 +48,11 @@ class LeaseExpired(DeviceStateError):
     (and re-program) before going on."""
 
 
+class Cancelled(DeviceError):
+    """The op was stopped by a ``cancel`` request (1.2): ``details["completed_ns"]`` says how
+    much of a run was done (its samples are in the averager), the reply's clock where it is."""
+
+
 class ReplyLost(DeviceError):
     """The daemon executed this request but no longer holds its reply (DUPLICATE_REQUEST):
     the outcome is unknown, and the request was not executed twice."""
@@ -76,8 +81,9 @@ _FAMILY: dict[ErrorCode, type[DeviceError]] = {
     **dict.fromkeys((ErrorCode.CAPACITY_EXCEEDED, ErrorCode.NON_FINITE, ErrorCode.NOT_SYMMETRIC,
                      ErrorCode.NOT_POSITIVE_DEFINITE, ErrorCode.UNSTABLE_STEP,
                      ErrorCode.NOT_REALISABLE), MatrixRejected),
-    **dict.fromkeys((ErrorCode.NOT_PROGRAMMED, ErrorCode.NO_SAMPLES, ErrorCode.DIVERGED),
-                    DeviceStateError),
+    **dict.fromkeys((ErrorCode.NOT_PROGRAMMED, ErrorCode.NO_SAMPLES, ErrorCode.DIVERGED,
+                     ErrorCode.CLOCK_OVERFLOW), DeviceStateError),
+    ErrorCode.CANCELLED: Cancelled,
     **dict.fromkeys((ErrorCode.BUSY, ErrorCode.SHUTTING_DOWN), DeviceBusy),
     ErrorCode.LEASED: DeviceLeased,
     ErrorCode.LEASE_EXPIRED: LeaseExpired,

@@ -14,7 +14,9 @@ Fixtures
 Marker
     ``@pytest.mark.spu_config(**options)``  daemon options by flag name (``cells=64``,
     ``test_mode=True``, ``fault_drop_reply="0.1"``, ...; ``curve=True`` generates CURVE keys and
-    connects with them). A marker closer to the test overrides one further out.
+    connects with them; ``config="chip.toml"``: a configuration file). A marker closer to the
+    test overrides one further out. Names are spelled in full: a misspelt or abbreviated one
+    (``kappa=0.5``) keeps the daemon from starting, and the test errors with the daemon's log.
 
 Options
     ``--spu-connect ENDPOINT``  run against a running daemon (or a real device's gateway)
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -173,9 +176,11 @@ class DaemonPool:
 
         clients = self._key_dir / "clients"
         if not clients.exists():
-            zmq.auth.create_certificates(self._key_dir, "server")
+            _, server_secret = zmq.auth.create_certificates(self._key_dir, "server")
             clients.mkdir()
-            zmq.auth.create_certificates(clients, "client")
+            _, client_secret = zmq.auth.create_certificates(clients, "client")
+            for secret in (server_secret, client_secret):  # the daemon refuses readable ones
+                os.chmod(secret, 0o600)
         return {"curve_server_key": self._key_dir / "server.key",
                 "curve_client_key": clients / "client.key_secret"}
 

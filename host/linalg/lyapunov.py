@@ -35,7 +35,7 @@ def lyapunov(device: Device, A: Any, Q: Any = None, *, t_burn: float = 50.0,
     """X (N, N) with A X + X A^T = Q for A (N, N) whose eigenvalues have positive real parts and
     Q (N, N) symmetric positive definite (None: the identity).
 
-    The device runs the drift M = s L^-1 A L (general drift, protocol 1.2) with zero bias;
+    The device runs the drift M = s L^-1 A L (general drift, protocol 1.3) with zero bias;
     t_burn and t_sample are in tau of that device, whose relaxation rates are s times M's.
     Other arguments as in :func:`spusim.linalg.solve`.
     """

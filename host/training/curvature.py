@@ -1,7 +1,7 @@
 """The curvature C that natural-gradient methods precondition with: GGN or empirical Fisher.
 
 For a batch of b samples with outputs z_i = f(x_i; theta) in R^{d_z} (TNGD paper, Eqs. 8-9,
-with the transpose convention of papers.md section 1.1):
+with J_f of shape (b d_z) x N as in its Eq. 16; Eqs. 9 and 22 write the transpose):
 
 - GGN: G = (1/b) sum_i J_i^T H_i J_i = J_f^T (H_L / b) J_f, with J_f ((b d_z) x N) stacking the
   per-sample output Jacobians J_i and H_L the block diagonal of the loss Hessians H_i.

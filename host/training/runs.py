@@ -27,6 +27,7 @@ from spusim.training.data import Dataset
 from spusim.training.models import Network, cnn, mlp, softmax_regression
 from spusim.training.optimizers import Optimizer, adam, ngd, ngd_cg, ngd_woodbury, sgd
 from spusim.training.progress import ProgressBar
+from spusim.training.record_plots import plot_runs
 from spusim.training.tngd import tngd
 from spusim.training.loop import History, train
 from spusim.training.updates import Adam
@@ -68,11 +69,14 @@ class RunSpec:
     def learning_rate(self) -> float:
         return DEFAULT_LR[self.optimizer] if self.lr is None else self.lr
 
-    def label(self) -> str:
-        if self.optimizer in DEVICE_OPTIMIZERS:
-            delay = f", t_d={self.delay:g}τ" if self.delay else ""
-            return f"{self.optimizer} (t={self.t:g}τ{delay})"
-        return self.optimizer
+    def label(self, device: Device | None = None) -> str:
+        """The optimizer, and for TNGD its analog time and delay; with ``device``, the times it
+        really runs (whole ADC sample intervals, at least one: t = 0 runs one interval)."""
+        if self.optimizer not in DEVICE_OPTIMIZERS:
+            return self.optimizer
+        t = _run_tau(self.t, device)
+        delay = f", t_d={_run_tau(self.delay, device)}" if self.delay else ""
+        return f"{self.optimizer} (t={t}{delay})"
 
 
 @dataclass
@@ -123,12 +127,22 @@ def run(spec: RunSpec, data: Dataset, device: Device | None = None,
     model = build_model(spec.model, data, spec.hidden, spec.seed)
     optimizer = build_optimizer(spec, device)
     started = time.perf_counter()
-    with ProgressBar(spec.label(), spec.iterations,
-                     stream=None if progress else _Null()) as bar:
+    label = spec.label(device)
+    with ProgressBar(label, spec.iterations, stream=None if progress else _Null()) as bar:
         history = train(model, optimizer, data, spec.iterations, batch_size=spec.batch_size,
                         seed=spec.seed, eval_every=spec.eval_every,
-                        callback=lambda record: bar.update(record.iteration + 1))
-    return Result(spec.label(), history, time.perf_counter() - started)
+                        callback=lambda record: bar.update(record.iteration + 1,
+                                                           loss=record.loss,
+                                                           sim_time_ns=record.sim_time_ns))
+    return Result(label, history, time.perf_counter() - started)
+
+
+def _run_tau(t: float, device: Device | None) -> str:
+    """``t`` (tau) as the device runs it: "5τ", or "0.1τ, asked 0" where it rounds up."""
+    if device is None:
+        return f"{t:g}τ"
+    real = device.duration_ns(t) / device.tau_ns
+    return f"{real:g}τ" if math.isclose(real, t) else f"{real:g}τ, asked {t:g}"
 
 
 def summary_table(results: list[Result]) -> str:
@@ -197,41 +211,9 @@ def write_json(data: dict[str, Any], path: str | Path) -> Path:
 
 def plot(results: list[Result], path: str | Path, title: str = "",
          accuracy: bool = False) -> Path:
-    """Batch loss (a running mean over 5 iterations) versus iterations and versus simulated
-    time (ms, log scale), one curve per run; ``accuracy`` adds a row of test accuracy."""
-    with _pyplot() as plt:
-        rows = 2 if accuracy else 1
-        fig, axes = plt.subplots(rows, 2, figsize=(11, 4 * rows), squeeze=False)
-        for result in results:
-            h = result.history
-            x_iter, x_ms = h.series("iteration"), h.series("sim_time_ns") / 1e6
-            loss = _running_mean(h.series("loss"), 5)
-            axes[0, 0].plot(x_iter, loss, label=result.label)
-            axes[0, 1].plot(x_ms, loss, label=result.label)
-            if accuracy:
-                tested = ~np.isnan(h.series("test_accuracy"))
-                acc = h.series("test_accuracy")[tested]
-                axes[1, 0].plot(x_iter[tested], acc, "o-", ms=3, label=result.label)
-                axes[1, 1].plot(x_ms[tested], acc, "o-", ms=3, label=result.label)
-        for row in range(rows):
-            axes[row, 0].set_xlabel("iteration")
-            axes[row, 1].set_xlabel("simulated time (ms)")
-            axes[row, 1].set_xscale("log")
-            for ax in axes[row]:
-                ax.set_ylabel("training loss (batch, mean of 5)" if row == 0
-                              else "test accuracy")
-                ax.grid(alpha=0.3)
-        for ax in axes[0]:
-            ax.set_yscale("log")
-        axes[0, 0].legend(fontsize=8)
-        if title:
-            fig.suptitle(title)
-        fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-    return path
+    """Loss (and with ``accuracy`` test accuracy) against iterations and simulated time, one
+    curve per run (spusim.training.record_plots.plot_runs)."""
+    return plot_runs(record(results, {})["runs"], path, title, accuracy)
 
 
 @contextmanager
@@ -246,22 +228,6 @@ def one_blas_thread() -> Iterator[None]:
         return
     with threadpool_limits(limits=1, user_api="blas"):
         yield
-
-
-@contextmanager
-def _pyplot() -> Iterator[Any]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    yield plt
-
-
-def _running_mean(values: np.ndarray, window: int) -> np.ndarray:
-    kernel = np.ones(window) / window
-    padded = np.concatenate([np.full(window - 1, values[0]), values])
-    return np.convolve(padded, kernel, mode="valid")
 
 
 def _finite(value: Any) -> Any:

@@ -2,7 +2,7 @@
 
 Every optimizer hyperparameter in host/ (learning rate, momentum, Adam's betas, damping, the
 analog time, the delay, CG iterations) accepts either, as second-order optimizer libraries do
-(kfac-pytorch; ../shared/research/peers.md section 2.6):
+(kfac-pytorch's KFACPreconditioner takes callables of the step for each of them):
 
     lr = 0.01                                  # constant
     lr = lambda step: 0.01 * 0.99**step        # step = 0, 1, 2, ... (this optimizer's steps)

@@ -7,9 +7,9 @@ device solves (C + lambda I) x = g by letting its state relax under
     dx = -((C + lambda I) x - g) dt/tau + sqrt(2 kappa0/tau) dW        (Eq. 15, damping explicit)
 
 for an analog time t; the state read back is the natural-gradient estimate, which an outer
-update rule (SGD with momentum, or Adam) applies. The paper's typos are corrected as
-papers.md section 1.13 says: C = (1/b) J_f^T H_L J_f, and the device integrates with the drift
-sign above (Euler-Maruyama at the daemon's em_step, as the paper does, or on request the exact
+update rule (SGD with momentum, or Adam) applies. The paper's typos are corrected: C = (1/b)
+J_f^T H_L J_f with J_f of shape (b d_z) x N (Eq. 16's order; Eqs. 9 and 22 write the transpose),
+and the device integrates with the drift sign above (Euler-Maruyama at the daemon's em_step, as the paper does, or on request the exact
 transition of the factored coupling).
 
 One step of :class:`ThermodynamicNGD` on the device, in order:

@@ -5,8 +5,8 @@ step count (0, 1, 2, ...).
 - :class:`SGD`: v <- mu v + d, theta <- theta - eta v (PyTorch's convention, no dampening).
 - :class:`Adam`: m <- b1 m + (1 - b1) d, v <- b2 v + (1 - b2) d^2, theta <- theta - eta m_hat /
   (sqrt(v_hat) + eps), with the bias corrections 1 - prod(b1) and 1 - prod(b2) over the steps so
-  far (1 - b^t for constant b). With b1 = b2 = 0 (TNGD-Adam as the paper ran it, papers.md
-  section 1.10) the step is exactly -eta d / (|d| + eps): sign descent on d.
+  far (1 - b^t for constant b). With b1 = b2 = 0 (TNGD-Adam as the paper ran it, arXiv
+  2405.13817, Fig. 5b) the step is exactly -eta d / (|d| + eps): sign descent on d.
 """
 
 from __future__ import annotations
