@@ -59,8 +59,10 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def main(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    """Run ``spu linalg`` with parsed ``args``; returns the exit code."""
+def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Run ``spu linalg`` with parsed ``args`` (the table to ``out``, default stdout); returns
+    the exit code."""
+    out = sys.stdout if out is None else out
     A, b = demo_problem(args.n, args.condition, args.seed)
     rng = np.random.default_rng(args.seed + 1)
     drift = A + args.non_normal * np.triu(rng.standard_normal(A.shape), 1)
