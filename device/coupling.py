@@ -290,8 +290,8 @@ def circuit_transition(A: np.ndarray, integrator: str, config: DeviceConfig) -> 
     eigenvalue of A has a positive real part. Underdamped: time in tau. RLC: the Maxwell
     capacitance matrix is capacitance_farad * A and the injected current noise kappa0 *
     capacitance_farad / resistance_ohm (A^2 s), so that the voltages' stationary covariance is
-    kappa0 A^-1, as on the overdamped device; time in seconds. With ``readout_tau_ns`` the filter output leads the state
-    (:func:`device.circuits.with_readout_filter`).
+    kappa0 A^-1, as on the overdamped device; time in seconds. With ``readout_tau_ns`` the
+    filter output leads the state (:func:`device.circuits.with_readout_filter`).
     """
     if integrator != "exact":
         raise ProtocolError(ErrorCode.BAD_ARGUMENT, f"{config.dynamics} cells run the exact "

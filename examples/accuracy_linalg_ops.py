@@ -25,10 +25,8 @@ from typing import Any
 import numpy as np
 from scipy.linalg import expm, solve_continuous_lyapunov
 
-from accuracy_sweep import write_report
+from accuracy_sweep import report_parser, write_report
 from spusim import Device, linalg
-from spusim.cli.help import Parser
-from spusim.training.records import run_directory
 
 N, KAPPA0, SEED = 8, 0.01, 0
 BUDGETS = {"logdet": (250.0, 1000.0, 4000.0), "lyapunov": (500.0, 2000.0, 8000.0),
@@ -148,13 +146,8 @@ def plot(points: list[Point], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = Parser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", help="path prefix of the .md and .png (default: accuracy_ops.md "
-                                      "and .png in a new directory runs/<timestamp>-accuracy_ops/;"
-                                      " the docs page: --out docs/accuracy_ops)")
-    args = parser.parse_args(argv)
-    out = Path(args.out) if args.out else run_directory("accuracy_ops") / "accuracy_ops"
-    write_report(out, sweep(), plot, table, page)
+    args = report_parser(__doc__, "accuracy_ops").parse_args(argv)
+    write_report(args.out, "accuracy_ops", sweep(), plot, table, page)
     return 0
 
 

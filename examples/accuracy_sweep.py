@@ -160,20 +160,28 @@ def plot(points: list[Point], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = Parser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", help="path prefix of the .md and .png (default: accuracy.md "
-                                      "and .png in a new directory runs/<timestamp>-accuracy/; "
-                                      "the docs page: --out docs/accuracy)")
+    parser = report_parser(__doc__, "accuracy")
     parser.add_argument("--quick", action="store_true", help="every other setting only")
     args = parser.parse_args(argv)
-    out = Path(args.out) if args.out else run_directory("accuracy") / "accuracy"
-    write_report(out, sweep(args.quick), plot, table, page)
+    write_report(args.out, "accuracy", sweep(args.quick), plot, table, page)
     return 0
 
 
-def write_report(out: Path, points: list[Any], plot: Callable[[list[Any], Path], None],
-                 table: Callable[[list[Any]], str], page: Callable[[str, str], str]) -> None:
-    """Write ``out``.png (``plot``) and ``out``.md (``page`` around ``table``), print the table."""
+def report_parser(doc: str, name: str) -> Parser:
+    """A sweep script's parser: its docstring's first paragraph, and --out."""
+    parser = Parser(description=doc.split("\n\n")[0])
+    parser.add_argument("--out", help=f"path prefix of the .md and .png (default: {name}.md "
+                                      f"and .png in a new directory runs/<timestamp>-{name}/; "
+                                      f"the docs page: --out docs/{name})")
+    return parser
+
+
+def write_report(prefix: str | None, name: str, points: list[Any],
+                 plot: Callable[[list[Any], Path], None], table: Callable[[list[Any]], str],
+                 page: Callable[[str, str], str]) -> None:
+    """Write PREFIX.png (``plot``) and PREFIX.md (``page`` around ``table``), PREFIX being
+    ``prefix`` or ``name`` in a new run directory; print the table."""
+    out = Path(prefix) if prefix else run_directory(name) / name
     plot(points, out.with_suffix(".png"))
     text = table(points)
     out.with_suffix(".md").write_text(page(text, out.with_suffix(".png").name))
