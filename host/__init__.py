@@ -4,6 +4,12 @@
     with Device.spawn() as device:
         result = linalg.solve(device, A, b)
 
+    from spusim import TNGD                     # needs the torch extra
+    with Device.spawn(kappa0=1e-3) as device:
+        opt = TNGD(model, device=device, loss="cross_entropy", lr=0.01, damping=0.01, t=50.0)
+        for x, y in loader:
+            loss = opt.step(x, y)
+
 The installed package maps the repository's folders under one import root:
 
     spusim            host/       the flat public API (this file)
@@ -33,6 +39,7 @@ _ERRORS = (
 _EXPORTS: dict[str, str] = {
     "Device": "spusim.driver.client",
     "Readout": "spusim.driver.client",
+    "TNGD": "spusim.training.tngd",
     **{name: "spusim.driver.errors" for name in _ERRORS},
 }
 _SUBMODULES = ("linalg",)

@@ -51,7 +51,8 @@ def test_train_help_names_the_default_optimizer_and_warm_start_reads_right() -> 
     text = _help("train")
     assert "the device (tngd, tngd-adam) (default: tngd)" in text
     assert "--lr LR learning rate (default: the optimizer's, listed below) --momentum" in text
-    assert "--no-warm-start reset the state to the gradient every iteration --integrator" in text
+    assert ("--warm-start keep the state between iterations even at t_d = 0 (default: "
+            "Algorithm 1's rule: reset at t_d = 0, kept at t_d > 0) --no-warm-start") in text
 
 
 def test_status_and_timing_options_are_explained() -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -94,3 +96,46 @@ def test_an_example_writes_its_record_and_plot(tmp_path: Path) -> None:
     assert delayed["spec"]["delay"] == 1.0 and len(delayed["rows"]) == 5
     assert [row["device_delay_ns"] for row in delayed["rows"]] == [0] + [1000] * 4
     assert prefix.with_suffix(".png").read_bytes()[:8] == PNG_MAGIC
+
+
+@pytest.mark.parametrize("option, given, message", [
+    ("--iterations", "0", "--iterations must be >= 1, got 0"),
+    ("--batch-size", "5000", "--batch-size must be in 1..1347 (the digits training set), got 5000"),
+    ("--lr", "-1", "--lr must be > 0, got -1.0"),
+    ("--hidden", "0", "--hidden must be >= 1, got 0"),
+    ("--eval-every", "0", "--eval-every must be >= 1, got 0"),
+])
+def test_bad_option_values_get_one_error_line_and_exit_2(tmp_path: Path, option: str,
+                                                         given: str, message: str) -> None:
+    result = subprocess.run([SPU, "train", "--optimizer", "sgd", option, given, "--json",
+                             str(tmp_path / "run.json")], check=False, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"spu train: error: {message}"]
+    assert not (tmp_path / "run.json").exists()
+
+
+def test_ctrl_c_writes_the_partial_record_and_exits_130(tmp_path: Path) -> None:
+    """SIGINT while TNGD trains: the record holds the iterations done (consecutive, from 0),
+    flagged interrupted, the exit code is 130 and no traceback is printed."""
+    record_path = tmp_path / "run.json"
+    process = subprocess.Popen(
+        [SPU, "train", "--optimizer", "tngd", "--iterations", "100000", "--t", "1",
+         "--json", str(record_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        assert process.stdout is not None
+        first_line = process.stdout.readline()  # printed once the daemon is up
+        assert first_line.startswith("spu train: tngd"), first_line
+        time.sleep(4.0)  # torch's first optimizer costs ~2.5 s (it imports torch._dynamo)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert "interrupted after" in stderr and "Traceback" not in stderr
+    record = json.loads(record_path.read_text())
+    assert record["config"]["interrupted"] is True
+    rows = record["runs"][0]["rows"]
+    assert [row["iteration"] for row in rows] == list(range(len(rows)))
+    assert str(record_path) in stdout

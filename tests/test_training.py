@@ -1,24 +1,22 @@
 """The training loop: its records and both clocks, and training runs end to end, TNGD through a
-daemon subprocess."""
+daemon subprocess (the project's pytest plugin)."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
 from spusim import Device
 from spusim.training.data import load_digits
+from spusim.training.loop import History, evaluate, train
 from spusim.training.models import mlp
-from spusim.training.optimizers import ngd, sgd
-from spusim.training.tngd import tngd
-from spusim.training.loop import History, train
-from tests.training_support import one_blas_thread  # noqa: F401  (autouse)
+from spusim.training.optimizers import NGD, sgd
+from spusim.training.tngd import TNGD
 from spusim.timing.digital import Measured
 from spusim.timing.model import Phase
 from spusim.timing.pipeline import IterationCosts, LoopClock
 from spusim.timing.serial import SerialClock
+from tests.training_support import one_blas_thread  # noqa: F401  (autouse)
 
 CHANCE = 0.1  # ten balanced classes
 
@@ -28,16 +26,9 @@ def data():
     return load_digits()
 
 
-@pytest.fixture(scope="module")
-def device() -> Iterator[Device]:
-    """The default ideal device, thermal noise kappa0 = 0.01 included."""
-    with Device.spawn(seed=0) as device:
-        yield device
-
-
 def test_digital_run_records_every_iteration_and_its_simulated_time(data) -> None:
     model = mlp(64, 10, (16,), seed=0)
-    history = train(model, sgd(0.5), data, 25, batch_size=32, seed=1, eval_every=10,
+    history = train(model, sgd(model, 0.5), data, 25, batch_size=32, seed=1, eval_every=10,
                     digital=Measured(scale=0.5))
     assert isinstance(history, History) and history.optimizer == "sgd"
     assert [r.iteration for r in history.records] == list(range(25))
@@ -47,12 +38,28 @@ def test_digital_run_records_every_iteration_and_its_simulated_time(data) -> Non
         assert record.digital_ns == Measured(0.5).ns(record.digital_seconds)
         assert record.iteration_ns == record.digital_ns  # nothing else on a digital path
         assert record.device is None and 0 < record.digital_seconds <= record.host_seconds
+        assert 0 <= record.accuracy <= 1
     np.testing.assert_array_equal(history.series("sim_time_ns"),
                                   np.cumsum(history.series("iteration_ns")))
     loss = history.series("loss")
     assert loss[-5:].mean() < 0.6 * loss[:3].mean()
     assert np.isnan(history.series("test_loss")[1])
     assert history.final_test_accuracy > 0.5
+    assert (history.final_test_loss, history.final_test_accuracy) == evaluate(model, data.test)
+
+
+def test_ctrl_c_ends_the_run_with_the_iterations_done(data) -> None:
+    """A KeyboardInterrupt after iteration 3 (here from the callback that sees its record)
+    returns the four records completed, flagged interrupted, without a final evaluation."""
+    def interrupt(record) -> None:
+        if record.iteration == 3:
+            raise KeyboardInterrupt
+
+    model = mlp(64, 10, (4,), seed=0)
+    history = train(model, NGD(model, lr=0.3, damping=0.1), data, 10, batch_size=16,
+                    callback=interrupt)
+    assert history.interrupted and len(history.records) == 4
+    assert np.isnan(history.final_test_loss)
 
 
 def test_serial_clock_adds_the_phases_and_waits_for_the_delay() -> None:
@@ -69,16 +76,18 @@ def test_serial_clock_adds_the_phases_and_waits_for_the_delay() -> None:
     assert clock.now_ns == sum(clock.iteration_ns)
 
 
+@pytest.mark.daemon
+@pytest.mark.spu_config(kappa0=0.01, seed=0)
 def test_tngd_end_to_end_through_a_daemon_lowers_the_loss_far_beyond_chance(
-        data, device: Device) -> None:
+        data, spu_device: Device) -> None:
     """40 TNGD iterations (MLP with 16 hidden units, N = 1 210, batch 32, t = 5 tau, lambda =
-    0.1, kappa0 = 0.01) on digits: the batch loss falls by more than half and the test
-    accuracy ends above 0.6, six times chance. Each iteration's simulated time is the serial
-    loop's: digital + upload + analog + readout from the device's own reports."""
+    0.1, kappa0 = 0.01, Algorithm 1's reset) on digits: the batch loss falls by more than half
+    and the test accuracy ends above 0.6, six times chance. Each iteration's simulated time is
+    the serial loop's: digital + upload + analog + readout from the device's own reports."""
     model = mlp(64, 10, (16,), seed=0)
-    initial_loss, initial_accuracy = model.evaluate(data.test)
-    history = train(model, tngd(device, lr=0.1, damping=0.1, t=5.0, seed=0), data, 40,
-                    batch_size=32, seed=0, eval_every=20)
+    initial_loss, initial_accuracy = evaluate(model, data.test)
+    optimizer = TNGD(model, device=spu_device, lr=0.1, damping=0.1, t=5.0, seed=0)
+    history = train(model, optimizer, data, 40, batch_size=32, seed=0, eval_every=20)
     loss = history.series("loss")
     assert loss[-10:].mean() < 0.5 * loss[:3].mean(), loss
     assert history.final_test_loss < 0.5 * initial_loss
@@ -94,10 +103,13 @@ def test_tngd_end_to_end_through_a_daemon_lowers_the_loss_far_beyond_chance(
     assert row["device_transfer_in_ns"] > 0 and row["device_analog_ns"] == 5000
 
 
-def test_pipelined_tngd_is_timed_by_the_loop_clock(data, device: Device) -> None:
+@pytest.mark.daemon
+@pytest.mark.spu_config(kappa0=0.01, seed=0)
+def test_pipelined_tngd_is_timed_by_the_loop_clock(data, spu_device: Device) -> None:
     model = mlp(64, 10, (8,), seed=0)
-    history = train(model, tngd(device, lr=0.1, damping=0.1, t=2.0, pipelined=True, seed=0),
-                    data, 6, batch_size=16, eval_every=None)
+    optimizer = TNGD(model, device=spu_device, lr=0.1, damping=0.1, t=2.0, pipelined=True,
+                     seed=0)
+    history = train(model, optimizer, data, 6, batch_size=16, eval_every=None)
     clock = LoopClock()
     for record in history.records:
         assert record.iteration_ns == clock.add(record.device.costs(record.digital_ns))
@@ -106,17 +118,19 @@ def test_pipelined_tngd_is_timed_by_the_loop_clock(data, device: Device) -> None
 @pytest.mark.slow
 def test_longer_analog_runs_approach_exact_ngd(data) -> None:
     """Fig. 4(a) of the paper on digits: 100 iterations of TNGD (kappa0 = 0.001, lambda = 0.1,
-    lr 0.3) reach a lower training loss the longer the device runs: at t = 0.5 tau over 3x
-    exact NGD's, at t = 10 tau within 2x (measured over three seeds: 4.5-5x and 1.4-1.5x; the
-    rest is the thermal noise in the estimate)."""
-    def final_loss(optimizer) -> float:
+    lr 0.3, Algorithm 1's reset) reach a lower training loss the longer the device runs: at
+    t = 0.5 tau over 2x exact NGD's, at t = 10 tau within 1.6x (measured with these seeds:
+    2.6x and 1.4x; with the state kept instead, as before Algorithm 1's rule was the default,
+    4.5-5x and 1.4-1.5x over three seeds)."""
+    def final_loss(make) -> float:
         model = mlp(64, 10, (16,), seed=0)
-        train(model, optimizer, data, 100, batch_size=32, seed=0, eval_every=None)
-        return model.evaluate(data.train)[0]
+        train(model, make(model), data, 100, batch_size=32, seed=0, eval_every=None)
+        return evaluate(model, data.train)[0]
 
-    exact = final_loss(ngd(0.3, 0.1))
+    exact = final_loss(lambda model: NGD(model, lr=0.3, damping=0.1))
     with Device.spawn(kappa0=0.001, seed=1) as device:
-        losses = [final_loss(tngd(device, lr=0.3, damping=0.1, t=t, seed=0))
+        losses = [final_loss(lambda model: TNGD(model, device=device, lr=0.3, damping=0.1,
+                                                t=t, seed=0))
                   for t in (0.5, 2.0, 10.0)]
     assert losses[0] > losses[1] > losses[2], losses
-    assert losses[0] > 3 * exact and losses[2] < 2 * exact, (losses, exact)
+    assert losses[0] > 2 * exact and losses[2] < 1.6 * exact, (losses, exact)

@@ -1,5 +1,6 @@
-"""``spu demo``: start a private daemon, train the MLP on digits with TNGD and with Adam, print a
-table and save a plot of the loss versus iterations and versus simulated time."""
+"""``spu demo``: start a private daemon, train the MLP (a torch module) on digits with TNGD and
+with Adam (torch.optim), print a table and save a plot of the loss versus iterations and versus
+simulated time."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import TextIO
 
 from spusim.driver.client import Device
 from spusim.training.data import load_digits
-from spusim.training.runs import Result, RunSpec, one_blas_thread, plot, run, summary_table
+from spusim.training.runs import Result, one_blas_thread, plot, run, summary_table
+from spusim.training.spec import RunSpec
 
 DEMO_KAPPA0 = 0.001  # thermal noise of the demo's device (the daemon's default is 0.01)
 
@@ -18,8 +20,9 @@ def run_training_demo(iterations: int = 150, plot_path: str = "spusim_demo.png",
                       kappa0: float = DEMO_KAPPA0, t: float = 5.0, seed: int = 0,
                       out: TextIO = sys.stdout) -> list[Result]:
     """Train the MLP (64-32-10, N = 2 410) for ``iterations`` steps of batch 32 with TNGD
-    (lr 0.3, lambda 0.1, analog time ``t`` in tau, on a daemon with noise ``kappa0``) and with
-    Adam (lr 0.01); print the table and write the plot. Returns both runs."""
+    (lr 0.3, lambda 0.1, analog time ``t`` in tau, the state reset to g every step as Algorithm
+    1 does at t_d = 0, on a daemon with noise ``kappa0``) and with Adam (lr 0.01); print the
+    table and write the plot. Returns both runs."""
     started = time.perf_counter()
     data = load_digits()
     specs = [RunSpec(optimizer="tngd", iterations=iterations, t=t, seed=seed),

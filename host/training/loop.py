@@ -1,7 +1,8 @@
-"""The training loop: any optimizer of host/training/optimizers.py or host/training/tngd.py on a model, with both
-clocks recorded every iteration.
+"""The training loop: any optimizer of host/training/optimizers.py or host/training/tngd.py on a
+torch model, with both clocks recorded every iteration.
 
-    history = train(model, optimizer, load_digits(), iterations=200, batch_size=64)
+    model = mlp(64, 10)
+    history = train(model, NGD(model), load_digits(), iterations=200, batch_size=64)
     history.series("loss"), history.series("sim_time_ns"), history.rows()
 
 Each :class:`IterationRecord` holds the loss and accuracy on the iteration's batch at theta_k
@@ -22,16 +23,20 @@ converter values, samples).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
 
 from spusim.training.data import Dataset, batches
-from spusim.training.models import Model
-from spusim.training.optimizers import Optimizer, StepReport
-from spusim.training.tngd import DeviceStep
+from spusim.training.losses import Loss
+from spusim.training.optimizers import FirstOrder, NaturalGradient, StepReport, name_of
+from spusim.training.tngd import TNGD, DeviceStep
 from spusim.timing.digital import Measured
 from spusim.timing.pipeline import LoopClock
 from spusim.timing.serial import SerialClock
@@ -43,7 +48,7 @@ class IterationRecord:
 
     iteration: int
     loss: float
-    accuracy: float
+    accuracy: float | None
     test_loss: float | None
     test_accuracy: float | None
     grad_norm: float
@@ -73,12 +78,14 @@ class IterationRecord:
 
 @dataclass
 class History:
-    """A training run: per-iteration records, and the test loss and accuracy at the end."""
+    """A training run: per-iteration records, and the test loss and accuracy at the end (NaN
+    if the run was interrupted: ``interrupted`` True, the records those completed)."""
 
     optimizer: str
     records: list[IterationRecord]
     final_test_loss: float
     final_test_accuracy: float
+    interrupted: bool = False
 
     def series(self, name: str) -> np.ndarray:
         """One field over the iterations (NaN where it was not measured), e.g. "loss",
@@ -89,41 +96,66 @@ class History:
         return [record.row() for record in self.records]
 
 
-def train(model: Model, optimizer: Optimizer, data: Dataset, iterations: int, *,
-          batch_size: int = 64, seed: int = 0, eval_every: int | None = 10,
+@torch.no_grad()
+def evaluate(model: nn.Module, data: TensorDataset, loss: str = "cross_entropy",
+             chunk: int = 1000) -> tuple[float, float]:
+    """(mean loss, accuracy) of ``model`` on all of ``data``, in chunks of ``chunk`` samples
+    (accuracy NaN for regression)."""
+    fn = Loss(loss)
+    dtype = next(model.parameters()).dtype
+    total, correct, n = 0.0, 0.0, len(data)
+    for start in range(0, n, chunk):
+        x, y = data[start:start + chunk]
+        y = fn.targets(y, dtype)
+        z = model(x.to(dtype) if x.is_floating_point() else x)
+        total += float(fn.value(z, y)) * len(y)
+        accuracy = fn.accuracy(z, y)
+        correct += math.nan if accuracy is None else accuracy * len(y)
+    return total / n, correct / n
+
+
+def train(model: nn.Module, optimizer: NaturalGradient | FirstOrder, data: Dataset,
+          iterations: int, *, batch_size: int = 64, seed: int = 0, eval_every: int | None = 10,
           digital: Measured | None = None,
           callback: Callable[[IterationRecord], None] | None = None) -> History:
-    """Train ``model`` in place for ``iterations`` steps on minibatches of ``data.train``
-    (shuffled from ``seed``, a fresh permutation each epoch). The test set is evaluated every
-    ``eval_every`` iterations (None: only at the end). ``digital`` prices the host's compute
-    (default: Measured(scale=1), this host's own time). ``callback`` sees each record."""
+    """Train ``model`` (the module ``optimizer`` steps) in place for ``iterations`` steps on
+    minibatches of ``data.train`` (shuffled from ``seed``, a fresh permutation each epoch). The
+    test set is evaluated every ``eval_every`` iterations (None: only at the end). ``digital``
+    prices the host's compute (default: Measured(scale=1), this host's own time).
+    ``callback`` sees each record. Ctrl-C (KeyboardInterrupt) ends the run early: the
+    History then holds the iterations completed, ``interrupted`` True."""
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
+    loss = optimizer.loss_fn.name
     digital = digital or Measured()
     stream = batches(data.train, batch_size, seed)
-    pipelined = bool(getattr(optimizer.preconditioner, "pipelined", False))
+    pipelined = isinstance(optimizer, TNGD) and optimizer.pipelined
     clock = LoopClock() if pipelined else SerialClock()
     records: list[IterationRecord] = []
     sim_time_ns = 0
-    for k in range(iterations):
-        batch = next(stream)
-        _, accuracy = model.evaluate(batch)
-        test_loss = test_accuracy = None
-        if eval_every and k % eval_every == 0:
-            test_loss, test_accuracy = model.evaluate(data.test)
-        step = optimizer.step(model, batch)
-        digital_ns = digital.ns(step.digital_seconds)
-        iteration_ns = _iteration_ns(step, digital_ns, clock)
-        sim_time_ns += iteration_ns
-        record = IterationRecord(k, step.loss, accuracy, test_loss, test_accuracy,
-                                 step.grad_norm, step.direction_norm, step.host_seconds,
-                                 step.digital_seconds, digital_ns, iteration_ns, sim_time_ns,
-                                 step.info, step.device)
-        records.append(record)
-        if callback is not None:
-            callback(record)
-    final_loss, final_accuracy = model.evaluate(data.test)
-    return History(optimizer.name, records, final_loss, final_accuracy)
+    try:
+        for k in range(iterations):
+            x, y = next(stream)
+            test_loss = test_accuracy = None
+            if eval_every and k % eval_every == 0:
+                test_loss, test_accuracy = evaluate(model, data.test, loss)
+            optimizer.step(x, y)
+            step = optimizer.report
+            assert step is not None
+            digital_ns = digital.ns(step.digital_seconds)
+            iteration_ns = _iteration_ns(step, digital_ns, clock)
+            sim_time_ns += iteration_ns
+            record = IterationRecord(k, step.loss, step.accuracy, test_loss, test_accuracy,
+                                     step.grad_norm, step.direction_norm, step.host_seconds,
+                                     step.digital_seconds, digital_ns, iteration_ns,
+                                     sim_time_ns, step.info, step.device)
+            records.append(record)
+            if callback is not None:
+                callback(record)
+    except KeyboardInterrupt:
+        return History(name_of(optimizer), records, math.nan, math.nan, interrupted=True)
+    final_loss, final_accuracy = evaluate(model, data.test, loss)
+    return History(name_of(optimizer), records, final_loss, final_accuracy)
 
 
 def _iteration_ns(step: StepReport, digital_ns: int, clock: LoopClock | SerialClock) -> int:

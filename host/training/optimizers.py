@@ -1,197 +1,261 @@
-"""Optimizers as a preconditioner followed by an update rule, behind one interface.
+"""Optimizers for torch models with one call per iteration, ``loss = opt.step(x, y)``: the
+natural-gradient family as ``torch.optim.Optimizer`` subclasses, and SGD / Adam as torch.optim
+itself, so that every comparison trains the same module on the same batches.
 
-An :class:`Optimizer` step linearizes the model on the batch (loss, gradient g), asks its
-preconditioner for a direction d, and moves the parameters with its update rule
-(host/training/updates.py). The preconditioners:
+A natural-gradient step linearizes the model on the batch (loss, gradient g, curvature C: the
+GGN or the empirical Fisher, host/training/curvature.py), computes a direction d ~ (C +
+lambda I)^-1 g and moves the parameters with its update rule (host/training/updates.py: SGD
+with momentum by default, or ``update=Adam(...)``). The directions:
 
-- :class:`Gradient`: d = g (SGD and Adam).
-- :class:`ExactNGD`: d = (C + lambda I)^-1 g by a Cholesky factorisation of the dense N x N
-  matrix (TNGD paper, Eq. 7 with damping).
-- :class:`NGDCG`: c iterations of conjugate gradients on (C + lambda I) d = g, each one product
-  with C through a JVP and a VJP: C is never formed (section 3.1).
+- :class:`NGD`: exactly, by a Cholesky factorisation of the dense N x N matrix (TNGD paper,
+  arXiv 2405.13817, Eq. 7 with damping).
+- :class:`NGDCG`: c iterations of conjugate gradients on GGN-vector products (C never formed;
+  section 3.1), both from posteriors (the TNGD authors' torch library).
 - :class:`NGDWoodbury`: the Woodbury identity on C = J^T H J, (C + lambda I)^-1 =
   lambda^-1 I - lambda^-2 J^T (I + lambda^-1 H J J^T)^-1 H J: O(m^2 N + m^3) (Eqs. 10-12).
-- host/training/tngd.py's ThermodynamicNGD: the SPU's estimate of (C + lambda I)^-1 g.
+- host/training/tngd.py's TNGD: the SPU's estimate of (C + lambda I)^-1 g.
 
-C is the GGN or the empirical Fisher (host/training/curvature.py). Hyperparameters are numbers or
-schedules of the optimizer's step (host/training/schedules.py). A step returns a :class:`StepReport`
-with the host's time split into digital work and waiting for a device.
+The step's digital work (model calls, curvature, digital solve) happens in one method,
+``_digital_step``; the update (O(N), elementwise) in ``_update``; TNGD's device calls in
+``_device_step``. Each step leaves a :class:`StepReport` in ``opt.report``. Parameters with
+requires_grad=False are not trained and not part of N; parameter groups give their parameters
+their own update hyperparameters (lr, momentum or betas, eps), which may be numbers or
+schedules of the step (host/training/schedules.py). ``.grad`` is neither read nor written
+(the gradient comes from torch.func), so ``zero_grad`` is harmless; ``state_dict`` holds the
+update rule's per-parameter state and the step count.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-import numpy as np
-import scipy.linalg
+import torch
+from torch import nn
 
-from spusim.training import curvature
-from spusim.training.models import Linearization, Model
+from spusim.training import curvature as curvatures
+from spusim.training.linearization import Linearization, ParameterSet
+from spusim.training.losses import Loss
 from spusim.training.schedules import Schedule, value
 from spusim.training.updates import SGD, Adam, UpdateRule
 
 
 @dataclass(frozen=True)
 class Direction:
-    """What a preconditioner returns: the direction d (N,), scalar diagnostics, and for a
-    device the report of its calls (host/training/tngd.py's DeviceStep) and the host seconds spent
-    waiting for them (not digital work)."""
+    """A step direction d (N,) float64, scalar diagnostics, and for a device the report of
+    its calls (host/training/tngd.py's DeviceStep) and the host seconds spent waiting for them
+    (not digital work)."""
 
-    vector: np.ndarray
+    vector: torch.Tensor
     info: dict[str, float] = field(default_factory=dict)
     device: Any = None
     device_seconds: float = 0.0
 
 
-class Preconditioner(Protocol):
-    def __call__(self, lin: Linearization, step: int) -> Direction: ...
-
-
 @dataclass(frozen=True)
 class StepReport:
-    """One optimizer step. loss: the batch loss before the update; grad_norm, direction_norm:
-    Euclidean norms; direction (N,): what the update rule was given; host_seconds: the step's
-    wall time on the host; digital_seconds: of it, the host's own compute (the rest waited for
-    a device); device: the device's report (None for digital optimizers)."""
+    """One optimizer step. loss, accuracy: on the batch before the update (accuracy None for
+    regression); grad_norm, direction_norm: Euclidean norms; direction (N,): what the update
+    rule was given; host_seconds: the step's wall time on the host; digital_seconds: of it,
+    the host's own compute (the rest waited for a device); device: the device's report (None
+    for digital optimizers)."""
 
     step: int
     loss: float
+    accuracy: float | None
     grad_norm: float
     direction_norm: float
-    direction: np.ndarray
+    direction: torch.Tensor
     host_seconds: float
     digital_seconds: float
     info: dict[str, float]
     device: Any = None
 
 
-class Optimizer:
-    """A named preconditioner plus update rule; ``step(model, batch)`` trains one iteration."""
+class NaturalGradient(torch.optim.Optimizer):
+    """The common step of the natural-gradient optimizers (module doc). ``params``: the
+    model's parameters or parameter groups to train (default all of ``model.parameters()``);
+    ``update``: the rule (default ``SGD(lr, momentum)``); ``loss``: "cross_entropy" (the
+    model outputs logits) or "mse"; ``damping``: lambda; ``curvature``: "ggn" or "fisher"."""
 
-    def __init__(self, name: str, preconditioner: Preconditioner, update: UpdateRule) -> None:
-        self.name, self.preconditioner, self.update = name, preconditioner, update
+    name = "natural-gradient"
+
+    def __init__(self, model: nn.Module, params: Iterable[Any] | None = None, *,
+                 loss: str = "cross_entropy", lr: Schedule = 0.01, momentum: Schedule = 0.0,
+                 update: UpdateRule | None = None, damping: Schedule = 0.01,
+                 curvature: str = "ggn") -> None:
+        self.model, self.damping = model, damping
+        self.loss_fn = Loss(loss)
+        self.rule = update if update is not None else SGD(lr, momentum)
+        self.curvature = curvatures.check_kind(curvature)
+        super().__init__(model.parameters() if params is None else params, self.rule.defaults())
         self.steps = 0
+        self.report: StepReport | None = None
 
-    def step(self, model: Model, batch: Any) -> StepReport:
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> float:  # type: ignore[override]
+        """One iteration on the batch (x, y); returns the batch's mean loss before the update."""
         started = time.perf_counter()
-        lin = model.linearize(batch)
-        direction = self.preconditioner(lin, self.steps)
-        model.params = self.update(model.params, direction.vector)
+        params = ParameterSet(self.model, [p for g in self.param_groups for p in g["params"]])
+        lin, work = self._digital_step(params, x, y)
+        direction = self._device_step(work)
+        self._update(params, direction.vector)
         host_seconds = time.perf_counter() - started
-        report = StepReport(self.steps, lin.loss, float(np.linalg.norm(lin.grad)),
-                            float(np.linalg.norm(direction.vector)), direction.vector,
-                            host_seconds, host_seconds - direction.device_seconds,
-                            direction.info, direction.device)
+        self.report = StepReport(
+            self.steps, lin.loss, self.loss_fn.accuracy(lin.outputs, lin.y),
+            float(lin.grad.norm()), float(direction.vector.norm()), direction.vector,
+            host_seconds, host_seconds - direction.device_seconds, direction.info,
+            direction.device)
         self.steps += 1
-        return report
+        return lin.loss
+
+    def _digital_step(self, params: ParameterSet, x: torch.Tensor,
+                      y: torch.Tensor) -> tuple[Linearization, Any]:
+        """The step's digital work: the linearization and the direction (or, for a device,
+        what to upload)."""
+        lin = Linearization(self.model, params, x, y, self.loss_fn)
+        return lin, self._direction(lin, self.steps)
+
+    def _direction(self, lin: Linearization, step: int) -> Direction:
+        raise NotImplementedError
+
+    def _device_step(self, work: Any) -> Direction:
+        """Digital optimizers have no device step: the direction is the digital result."""
+        return work
+
+    @torch.no_grad()
+    def _update(self, params: ParameterSet, direction: torch.Tensor) -> None:
+        group_of = {id(p): group for group in self.param_groups for p in group["params"]}
+        for p, d in zip(params.tensors, params.split(direction), strict=True):
+            self.rule.apply(p, d, self.state[p], group_of[id(p)], self.steps)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "steps": self.steps}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        self.steps = int(state_dict.pop("steps", 0))
+        super().load_state_dict(state_dict)
 
 
-class Gradient:
-    """d = g: the plain gradient, for SGD and Adam."""
+class NGD(NaturalGradient):
+    """d = (C + lambda I)^-1 g exactly: Cholesky of the dense N x N matrix (float64)."""
 
-    def __call__(self, lin: Linearization, step: int) -> Direction:
-        return Direction(lin.grad)
+    name = "ngd"
 
-
-class ExactNGD:
-    """d = (C + lambda I)^-1 g exactly: Cholesky of the dense N x N matrix."""
-
-    def __init__(self, damping: Schedule, curvature: str = "ggn") -> None:
-        self.damping, self.curvature = damping, curvature
-
-    def __call__(self, lin: Linearization, step: int) -> Direction:
-        C = curvature.factors(lin, self.curvature).dense()
-        C[np.diag_indices_from(C)] += value(self.damping, step)
-        return Direction(scipy.linalg.cho_solve(scipy.linalg.cho_factor(C), lin.grad))
+    def _direction(self, lin: Linearization, step: int) -> Direction:
+        A = curvatures.factors(lin, self.curvature).dense()
+        A.diagonal().add_(value(self.damping, step))
+        return Direction(torch.cholesky_solve(lin.grad.double()[:, None],
+                                              torch.linalg.cholesky(A))[:, 0])
 
 
-def conjugate_gradient(matvec: Callable[[np.ndarray], np.ndarray], b: np.ndarray,
-                       iterations: int, x0: np.ndarray | None = None,
-                       tol: float = 0.0) -> tuple[np.ndarray, list[float]]:
-    """x ~ A^-1 b for symmetric positive definite A given as ``matvec``: at most
-    ``iterations`` CG iterations (one product each) from ``x0`` (default 0), stopping early when
-    ||r|| <= tol ||b||, r = 0 or p^T A p <= 0. Returns x and the residual norms ||b - A x||
-    after each iteration (the recursive residual: the true one in exact arithmetic)."""
-    x = np.zeros_like(b) if x0 is None else x0.astype(float, copy=True)
-    r = b - matvec(x) if x0 is not None else b.copy()
-    p, rr = r.copy(), float(r @ r)
-    threshold = (tol * np.linalg.norm(b)) ** 2
-    residuals: list[float] = []
-    for _ in range(iterations):
-        if rr == 0.0 or rr <= threshold:
-            break
-        Ap = matvec(p)
-        curvature_along_p = float(p @ Ap)
-        if curvature_along_p <= 0.0:  # converged to underflow (or A is not positive definite)
-            break
-        alpha = rr / curvature_along_p
-        x += alpha * p
-        r -= alpha * Ap
-        rr, rr_old = float(r @ r), rr
-        residuals.append(np.sqrt(rr))
-        p = r + (rr / rr_old) * p
-    return x, residuals
+class NGDCG(NaturalGradient):
+    """d ~ (C + lambda I)^-1 g by ``iterations`` conjugate-gradient iterations on
+    curvature-vector products (posteriors.cg; C never formed), from 0 or, with
+    ``warm_start``, from the previous step's d (not kept in the state dict; from 0 when N
+    changed)."""
+
+    name = "ngd-cg"
+
+    def __init__(self, model: nn.Module, params: Iterable[Any] | None = None, *,
+                 iterations: Schedule = 10, warm_start: bool = False, **options: Any) -> None:
+        super().__init__(model, params, **options)
+        self.iterations, self.warm_start = iterations, warm_start
+        self._previous: torch.Tensor | None = None
+
+    def _direction(self, lin: Linearization, step: int) -> Direction:
+        g = lin.grad
+        previous = self._previous
+        usable = self.warm_start and previous is not None and previous.shape == g.shape
+        x0 = previous.to(g.dtype) if usable else None  # type: ignore[union-attr]
+        d, info = curvatures._posteriors().cg(
+            curvatures.matvec(lin, self.curvature), g, x0,
+            maxiter=round(value(self.iterations, step)), damping=value(self.damping, step),
+            tol=0.0)
+        self._previous = d.double()
+        residual = float(info["error"]) ** 0.5 / max(float(g.norm()), 1e-300)
+        return Direction(d.double(), {"cg_iterations": int(info["niter"]),
+                                      "cg_residual": residual})
 
 
-class NGDCG:
-    """d ~ (C + lambda I)^-1 g by ``iterations`` CG iterations of curvature-vector products
-    (C never formed), from 0 or, with ``warm_start``, from the previous step's d."""
-
-    def __init__(self, damping: Schedule, iterations: Schedule = 10, curvature: str = "ggn",
-                 warm_start: bool = False) -> None:
-        self.damping, self.iterations, self.curvature = damping, iterations, curvature
-        self.warm_start = warm_start
-        self._previous: np.ndarray | None = None
-
-    def __call__(self, lin: Linearization, step: int) -> Direction:
-        product, lam = curvature.matvec(lin, self.curvature), value(self.damping, step)
-        x0 = self._previous if self.warm_start else None
-        d, residuals = conjugate_gradient(lambda v: product(v) + lam * v, lin.grad,
-                                          round(value(self.iterations, step)), x0)
-        self._previous = d
-        relative = residuals[-1] / np.linalg.norm(lin.grad) if residuals else 0.0
-        return Direction(d, {"cg_iterations": len(residuals), "cg_residual": float(relative)})
-
-
-class NGDWoodbury:
+class NGDWoodbury(NaturalGradient):
     """d = (C + lambda I)^-1 g through the Woodbury identity on the factors J (m, N), H."""
 
-    def __init__(self, damping: Schedule, curvature: str = "ggn") -> None:
-        self.damping, self.curvature = damping, curvature
+    name = "ngd-woodbury"
 
-    def __call__(self, lin: Linearization, step: int) -> Direction:
-        f = curvature.factors(lin, self.curvature)
-        lam, g = value(self.damping, step), lin.grad
+    def _direction(self, lin: Linearization, step: int) -> Direction:
+        f = curvatures.factors(lin, self.curvature)
+        lam, g = value(self.damping, step), lin.grad.double()
         V = f.H @ f.J  # (m, N)
-        core = np.eye(len(f.H)) + (V @ f.J.T) / lam  # I + V U / lambda, U = J^T
-        w = np.linalg.solve(core, V @ g)
+        core = torch.eye(len(f.H), dtype=torch.float64) + (V @ f.J.T) / lam
+        w = torch.linalg.solve(core, V @ g)
         return Direction(g / lam - (f.J.T @ w) / lam**2)
 
 
-def sgd(lr: Schedule, momentum: Schedule = 0.0) -> Optimizer:
-    return Optimizer("sgd", Gradient(), SGD(lr, momentum))
+class FirstOrder:
+    """Any torch.optim optimizer (SGD, Adam, ...) behind the same ``loss = opt.step(x, y)``
+    and :class:`StepReport` as the natural-gradient family: forward, loss, ``backward()``,
+    ``optimizer.step()``."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *,
+                 loss: str = "cross_entropy", name: str | None = None) -> None:
+        self.model, self.optimizer, self.loss_fn = model, optimizer, Loss(loss)
+        self.name = name or type(optimizer).__name__.lower()
+        self.steps = 0
+        self.report: StepReport | None = None
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        started = time.perf_counter()
+        loss, accuracy, gradient = self._digital_step(x, y)
+        host_seconds = time.perf_counter() - started
+        norm = float(gradient.norm())
+        self.report = StepReport(self.steps, loss, accuracy, norm, norm, gradient, host_seconds,
+                                 host_seconds, {})
+        self.steps += 1
+        return loss
+
+    def _digital_step(self, x: torch.Tensor,
+                      y: torch.Tensor) -> tuple[float, float | None, torch.Tensor]:
+        """Forward, backward and the update: (batch loss, accuracy, flat gradient)."""
+        dtype = next(self.model.parameters()).dtype
+        x = x.to(dtype) if x.is_floating_point() else x
+        y = self.loss_fn.targets(y, dtype)
+        self.optimizer.zero_grad()
+        z = self.model(x)
+        loss = self.loss_fn.value(z, y)
+        loss.backward()
+        gradient = torch.cat([p.grad.reshape(-1) for p in self.model.parameters()
+                              if p.grad is not None]).double()
+        self.optimizer.step()
+        return float(loss.detach()), self.loss_fn.accuracy(z.detach(), y), gradient
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state_dict)
 
 
-def adam(lr: Schedule, beta1: Schedule = 0.9, beta2: Schedule = 0.999,
-         eps: Schedule = 1e-8) -> Optimizer:
-    return Optimizer("adam", Gradient(), Adam(lr, beta1, beta2, eps))
+def sgd(model: nn.Module, lr: float = 0.01, momentum: float = 0.0, *,
+        loss: str = "cross_entropy") -> FirstOrder:
+    """torch.optim.SGD over the model's trainable parameters."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return FirstOrder(model, torch.optim.SGD(trainable, lr=lr, momentum=momentum), loss=loss,
+                      name="sgd")
 
 
-def ngd(lr: Schedule, damping: Schedule, momentum: Schedule = 0.0,
-        curvature: str = "ggn") -> Optimizer:
-    return Optimizer("ngd", ExactNGD(damping, curvature), SGD(lr, momentum))
+def adam(model: nn.Module, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+         eps: float = 1e-8, *, loss: str = "cross_entropy") -> FirstOrder:
+    """torch.optim.Adam over the model's trainable parameters (the paper's lr 1e-3)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return FirstOrder(model, torch.optim.Adam(trainable, lr=lr, betas=betas, eps=eps),
+                      loss=loss, name="adam")
 
 
-def ngd_cg(lr: Schedule, damping: Schedule, iterations: Schedule = 10,
-           momentum: Schedule = 0.0, curvature: str = "ggn",
-           warm_start: bool = False) -> Optimizer:
-    return Optimizer("ngd-cg", NGDCG(damping, iterations, curvature, warm_start),
-                     SGD(lr, momentum))
-
-
-def ngd_woodbury(lr: Schedule, damping: Schedule, momentum: Schedule = 0.0,
-                 curvature: str = "ggn") -> Optimizer:
-    return Optimizer("ngd-woodbury", NGDWoodbury(damping, curvature), SGD(lr, momentum))
+def name_of(optimizer: NaturalGradient | FirstOrder) -> str:
+    """The optimizer's name for tables: its ``name``, "-adam" appended for an Adam update."""
+    if isinstance(optimizer, NaturalGradient) and isinstance(optimizer.rule, Adam):
+        return f"{optimizer.name}-adam"
+    return optimizer.name

@@ -88,7 +88,7 @@ def replay(path: str | Path, index: int = 0) -> tuple[dict[str, Any], RunSpec,
                                                      dict[str, Any] | None]:
     """Run ``index`` of the record at ``path`` (as recorded), its RunSpec and its device
     configuration (None: host only); RecordError if the record cannot be replayed."""
-    from spusim.training.runs import RunSpec  # the training stack, only to replay
+    from spusim.training.spec import RunSpec
 
     run = load(path)["runs"]
     spec, device = replay_inputs({"runs": run}, index)

@@ -2,8 +2,8 @@
 train with a progress bar, and report the result as a table, a JSON record and a plot.
 
     spec = RunSpec(optimizer="tngd", lr=0.3, damping=0.1, t=5.0)
-    history, seconds = run(spec, load_digits(), device=device)
-    print(summary_table([Result(spec.label(), history, seconds)]))
+    result = run(spec, load_digits(), device=device)
+    print(summary_table([result]))
 
 Units: t and t_d in units of tau (the device's RC time), simulated times in ns (ms in tables and
 plots), host times in seconds of wall time.
@@ -15,69 +15,34 @@ import json
 import math
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+import torch
+from torch import nn
+
 from spusim.driver.client import Device
 from spusim.training.data import Dataset
-from spusim.training.models import Network, cnn, mlp, softmax_regression
-from spusim.training.optimizers import Optimizer, adam, ngd, ngd_cg, ngd_woodbury, sgd
+from spusim.training.loop import History, train
+from spusim.training.models import cnn, mlp, softmax_regression
+from spusim.training.optimizers import (
+    NGD,
+    NGDCG,
+    FirstOrder,
+    NaturalGradient,
+    NGDWoodbury,
+    adam,
+    sgd,
+)
 from spusim.training.progress import ProgressBar
 from spusim.training.record_plots import plot_runs
-from spusim.training.tngd import tngd
-from spusim.training.loop import History, train
+from spusim.training.spec import DEVICE_OPTIMIZERS, MODELS, OPTIMIZERS, RunSpec
+from spusim.training.tngd import TNGD
 from spusim.training.updates import Adam
-
-MODELS = ("softmax", "mlp", "cnn")
-OPTIMIZERS = ("sgd", "adam", "ngd", "ngd-cg", "ngd-woodbury", "tngd", "tngd-adam")
-DEVICE_OPTIMIZERS = ("tngd", "tngd-adam")
-# A learning rate per optimizer that trains the digits models well (measured on the MLP).
-DEFAULT_LR = {"sgd": 0.5, "adam": 0.01, "ngd": 0.3, "ngd-cg": 0.3, "ngd-woodbury": 0.3,
-              "tngd": 0.3, "tngd-adam": 0.01}
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One training run. lr None: DEFAULT_LR of the optimizer. damping: lambda of the NGD
-    family; t, delay: TNGD's analog time and delay t_d (units of tau); cg_iterations: NGD-CG's
-    c; readout, warm_start, integrator: host/training/tngd.py's. seed: model initialisation, batch
-    order and the device's noise stream. eval_every: iterations between test-set
-    evaluations."""
-
-    model: str = "mlp"
-    optimizer: str = "tngd"
-    iterations: int = 100
-    batch_size: int = 32
-    lr: float | None = None
-    momentum: float = 0.0
-    damping: float = 0.1
-    t: float = 5.0
-    delay: float = 0.0
-    cg_iterations: int = 10
-    readout: str = "final"
-    warm_start: bool = True
-    integrator: str = "euler_maruyama"
-    hidden: int = 32
-    seed: int = 0
-    eval_every: int = 10
-
-    @property
-    def learning_rate(self) -> float:
-        return DEFAULT_LR[self.optimizer] if self.lr is None else self.lr
-
-    def label(self, device: Device | None = None) -> str:
-        """The optimizer, and for TNGD its analog time and delay; with ``device``, the times it
-        really runs (whole ADC sample intervals, at least one: t = 0 runs one interval)."""
-        if self.optimizer not in DEVICE_OPTIMIZERS:
-            return self.optimizer
-        t = _run_tau(self.t, device)
-        delay = f", t_d={_run_tau(self.delay, device)}" if self.delay else ""
-        return f"{self.optimizer} (t={t}{delay})"
-
 
 @dataclass
 class Result:
@@ -88,44 +53,54 @@ class Result:
     host_seconds: float
 
 
-def build_model(name: str, data: Dataset, hidden: int = 32, seed: int = 0) -> Network:
-    """softmax regression, an MLP with one tanh layer of ``hidden`` units, or the small CNN."""
+def build_model(name: str, data: Dataset, hidden: int = 32, seed: int = 0,
+                channels: int = 4) -> nn.Module:
+    """softmax regression, an MLP with one tanh layer of ``hidden`` units, or the paper's CNN
+    (``channels`` kernels, ``hidden`` dense units), float64."""
     if name == "softmax":
         return softmax_regression(data.n_features, data.classes, seed)
     if name == "mlp":
         return mlp(data.n_features, data.classes, (hidden,), seed=seed)
     if name == "cnn":
-        return cnn(data.image_shape, data.classes, hidden=hidden, seed=seed)
+        return cnn(data.image_shape, data.classes, channels=channels, hidden=hidden, seed=seed)
     raise ValueError(f"model must be one of {list(MODELS)}, got {name!r}")
 
 
-def build_optimizer(spec: RunSpec, device: Device | None = None) -> Optimizer:
-    """The optimizer of ``spec``; TNGD and TNGD-Adam need ``device``."""
+def build_optimizer(spec: RunSpec, model: nn.Module,
+                    device: Device | None = None) -> NaturalGradient | FirstOrder:
+    """The optimizer of ``spec`` over ``model``; TNGD and TNGD-Adam need ``device``."""
     name, lr = spec.optimizer, spec.learning_rate
     if name in DEVICE_OPTIMIZERS:
         if device is None:
             raise ValueError(f"{name} needs a device")
-        update = Adam(lr, 0.0, 0.0) if name == "tngd-adam" else None
-        return tngd(device, update, lr=lr, momentum=spec.momentum, damping=spec.damping,
-                    t=spec.t, delay=spec.delay, warm_start=spec.warm_start,
-                    readout=spec.readout, seed=spec.seed, integrator=spec.integrator)
-    builders = {
-        "sgd": lambda: sgd(lr, spec.momentum),
-        "adam": lambda: adam(lr),
-        "ngd": lambda: ngd(lr, spec.damping, spec.momentum),
-        "ngd-cg": lambda: ngd_cg(lr, spec.damping, spec.cg_iterations, spec.momentum),
-        "ngd-woodbury": lambda: ngd_woodbury(lr, spec.damping, spec.momentum),
-    }
-    if name not in builders:
-        raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {name!r}")
-    return builders[name]()
+        update = Adam(lr, betas=(0.0, 0.0)) if name == "tngd-adam" else None
+        return TNGD(model, device=device, update=update, lr=lr, momentum=spec.momentum,
+                    damping=spec.damping, t=spec.t, delay=spec.delay,
+                    warm_start=spec.warm_start, readout=spec.readout, seed=spec.seed,
+                    integrator=spec.integrator)
+    natural = {"ngd": NGD, "ngd-woodbury": NGDWoodbury}
+    if name in natural:
+        return natural[name](model, lr=lr, momentum=spec.momentum, damping=spec.damping)
+    if name == "ngd-cg":
+        return NGDCG(model, lr=lr, momentum=spec.momentum, damping=spec.damping,
+                     iterations=spec.cg_iterations)
+    if name == "sgd":
+        return sgd(model, lr, spec.momentum)
+    if name == "adam":
+        return adam(model, lr)
+    raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {name!r}")
 
 
 def run(spec: RunSpec, data: Dataset, device: Device | None = None,
         progress: bool = True) -> Result:
-    """Train ``spec`` (a fresh model) on ``data`` with a progress bar on stderr."""
-    model = build_model(spec.model, data, spec.hidden, spec.seed)
-    optimizer = build_optimizer(spec, device)
+    """Train ``spec`` (a fresh model) on ``data`` with a progress bar on stderr. Ctrl-C ends
+    the run early (History.interrupted; no records if it came before the first iteration)."""
+    try:
+        model = build_model(spec.model, data, spec.hidden, spec.seed, spec.channels)
+        optimizer = build_optimizer(spec, model, device)
+    except KeyboardInterrupt:
+        return Result(spec.label(), History(spec.optimizer, [], math.nan, math.nan,
+                                            interrupted=True), 0.0)
     started = time.perf_counter()
     label = spec.label(device)
     with ProgressBar(label, spec.iterations, stream=None if progress else _Null()) as bar:
@@ -135,14 +110,6 @@ def run(spec: RunSpec, data: Dataset, device: Device | None = None,
                                                            loss=record.loss,
                                                            sim_time_ns=record.sim_time_ns))
     return Result(label, history, time.perf_counter() - started)
-
-
-def _run_tau(t: float, device: Device | None) -> str:
-    """``t`` (tau) as the device runs it: "5τ", or "0.1τ, asked 0" where it rounds up."""
-    if device is None:
-        return f"{t:g}τ"
-    real = device.duration_ns(t) / device.tau_ns
-    return f"{real:g}τ" if math.isclose(real, t) else f"{real:g}τ, asked {t:g}"
 
 
 def summary_table(results: list[Result]) -> str:
@@ -181,7 +148,7 @@ def seeds_table(groups: dict[str, list[Result]]) -> str:
 def final_train_loss(history: History, window: int = 10) -> float:
     """Mean batch loss over the last ``window`` iterations (a less noisy final loss)."""
     loss = history.series("loss")
-    return float(loss[-window:].mean())
+    return float(loss[-window:].mean()) if loss.size else math.nan
 
 
 def record(results: list[Result], config: dict[str, Any],
@@ -195,7 +162,7 @@ def record(results: list[Result], config: dict[str, Any],
                      "final_train_loss": final_train_loss(h),
                      "final_test_loss": h.final_test_loss,
                      "final_test_accuracy": h.final_test_accuracy,
-                     "sim_time_ns": h.records[-1].sim_time_ns,
+                     "sim_time_ns": h.records[-1].sim_time_ns if h.records else 0,
                      "host_seconds": result.host_seconds,
                      "rows": h.rows()})
     return {"config": config, "runs": runs}
@@ -218,16 +185,21 @@ def plot(results: list[Result], path: str | Path, title: str = "",
 
 @contextmanager
 def one_blas_thread() -> Iterator[None]:
-    """The host's linear algebra on one BLAS thread if threadpoolctl is installed (see
-    tests/training_support.py: a second OpenBLAS thread can make small solves far slower on a
-    machine that also runs the daemon); otherwise unchanged."""
+    """The host's linear algebra on one thread: torch's intra-op threads, and numpy's BLAS if
+    threadpoolctl is installed (see tests/training_support.py: a second BLAS thread can make
+    small solves far slower on a machine that also runs the daemon)."""
     try:
         from threadpoolctl import threadpool_limits
+        blas: Any = threadpool_limits(limits=1, user_api="blas")
     except ImportError:
-        yield
-        return
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
+        blas = nullcontext()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with blas:
+            yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _finite(value: Any) -> Any:

@@ -1,6 +1,7 @@
-"""Update rules: how a step direction (a gradient, or a natural-gradient estimate) moves the
-parameters. Every hyperparameter is a number or a schedule (host/training/schedules.py) of the rule's own
-step count (0, 1, 2, ...).
+"""Update rules: how a step direction d (a gradient, or a natural-gradient estimate) moves the
+parameters, per parameter group and in place, with their state in the optimizer's
+``state[p]`` (so ``state_dict`` / ``load_state_dict`` carry it). Every hyperparameter is a
+number or a schedule (host/training/schedules.py) of the optimizer's step count (0, 1, 2, ...).
 
 - :class:`SGD`: v <- mu v + d, theta <- theta - eta v (PyTorch's convention, no dampening).
 - :class:`Adam`: m <- b1 m + (1 - b1) d, v <- b2 v + (1 - b2) d^2, theta <- theta - eta m_hat /
@@ -11,63 +12,65 @@ step count (0, 1, 2, ...).
 
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any
 
-import numpy as np
+import torch
 
 from spusim.training.schedules import Schedule, value
 
 
-class UpdateRule(Protocol):
-    steps: int  # updates applied so far
-
-    def __call__(self, params: np.ndarray, direction: np.ndarray) -> np.ndarray:
-        """The new parameters (N,) after one update along ``direction`` (N,)."""
-        ...
-
-
+@dataclass(frozen=True)
 class SGD:
     """Gradient descent with heavy-ball momentum; lr eta, momentum mu (0: plain SGD)."""
 
-    def __init__(self, lr: Schedule, momentum: Schedule = 0.0) -> None:
-        self.lr, self.momentum = lr, momentum
-        self.steps = 0
-        self._velocity: np.ndarray | None = None
+    lr: Schedule = 0.01
+    momentum: Schedule = 0.0
+    name = "sgd"
 
-    def __call__(self, params: np.ndarray, direction: np.ndarray) -> np.ndarray:
-        mu = value(self.momentum, self.steps)
-        if mu and self._velocity is not None:
-            self._velocity = mu * self._velocity + direction
-        else:
-            self._velocity = direction.copy()
-        new = params - value(self.lr, self.steps) * self._velocity
-        self.steps += 1
-        return new
+    def defaults(self) -> dict[str, Any]:
+        """The param-group hyperparameters of this rule."""
+        return {"lr": self.lr, "momentum": self.momentum}
+
+    @staticmethod
+    def apply(p: torch.Tensor, d: torch.Tensor, state: dict[str, Any], group: dict[str, Any],
+              step: int) -> None:
+        """Move ``p`` along ``d`` (shaped like p) in place."""
+        mu = value(group["momentum"], step)
+        velocity = state.get("momentum_buffer")
+        velocity = d.clone() if not mu or velocity is None else mu * velocity + d
+        state["momentum_buffer"] = velocity
+        p.sub_(value(group["lr"], step) * velocity)
 
 
+@dataclass(frozen=True)
 class Adam:
-    """Adam (Kingma and Ba) with bias correction; lr eta, betas b1, b2, eps."""
+    """Adam (Kingma and Ba) with bias correction; lr eta, betas (b1, b2), eps."""
 
-    def __init__(self, lr: Schedule, beta1: Schedule = 0.9, beta2: Schedule = 0.999,
-                 eps: Schedule = 1e-8) -> None:
-        self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
-        self.steps = 0
-        self._m: np.ndarray | None = None
-        self._v: np.ndarray | None = None
-        self._decay1 = self._decay2 = 1.0  # products of the betas so far
+    lr: Schedule = 1e-3
+    betas: tuple[Schedule, Schedule] = (0.9, 0.999)
+    eps: Schedule = 1e-8
+    name = "adam"
 
-    def __call__(self, params: np.ndarray, direction: np.ndarray) -> np.ndarray:
-        b1, b2 = value(self.beta1, self.steps), value(self.beta2, self.steps)
+    def defaults(self) -> dict[str, Any]:
+        return {"lr": self.lr, "betas": self.betas, "eps": self.eps}
+
+    @staticmethod
+    def apply(p: torch.Tensor, d: torch.Tensor, state: dict[str, Any], group: dict[str, Any],
+              step: int) -> None:
+        b1, b2 = (value(beta, step) for beta in group["betas"])
         if not (0 <= b1 < 1 and 0 <= b2 < 1):
             raise ValueError(f"Adam's betas must be in [0, 1), got {b1}, {b2}")
-        if self._m is None or self._v is None:
-            self._m, self._v = np.zeros_like(direction), np.zeros_like(direction)
-        self._m = b1 * self._m + (1 - b1) * direction
-        self._v = b2 * self._v + (1 - b2) * direction**2
-        self._decay1 *= b1
-        self._decay2 *= b2
-        m_hat = self._m / (1 - self._decay1)
-        v_hat = self._v / (1 - self._decay2)
-        step = value(self.lr, self.steps) * m_hat / (np.sqrt(v_hat) + value(self.eps, self.steps))
-        self.steps += 1
-        return params - step
+        if "exp_avg" not in state:
+            state.update(exp_avg=torch.zeros_like(d), exp_avg_sq=torch.zeros_like(d),
+                         decay1=1.0, decay2=1.0)  # decay: the products of the betas so far
+        state["exp_avg"] = b1 * state["exp_avg"] + (1 - b1) * d
+        state["exp_avg_sq"] = b2 * state["exp_avg_sq"] + (1 - b2) * d * d
+        state["decay1"] *= b1
+        state["decay2"] *= b2
+        m_hat = state["exp_avg"] / (1 - state["decay1"])
+        v_hat = state["exp_avg_sq"] / (1 - state["decay2"])
+        p.sub_(value(group["lr"], step) * m_hat / (v_hat.sqrt() + value(group["eps"], step)))
+
+
+UpdateRule = SGD | Adam
