@@ -1,6 +1,7 @@
-"""Run every benchmark (kernel throughput, daemon round trip, upload, TNGD step, paper-scale
-iteration) and print one table of ratios to the references measured in the same run.
-``make bench`` runs this; about 3-5 minutes (the paper-scale row alone takes 1-2).
+"""Run every benchmark (kernel throughput, daemon round trip, upload, linear-algebra time to
+1 %, TNGD step, paper-scale iteration) and print one table of ratios to the references measured
+in the same run. ``make bench`` runs this; about 4-6 minutes (the paper-scale row alone takes
+1-2).
 
 Each benchmark is also a script of its own (``--help`` for its options). ``--write-docs``
 replaces the results block of docs/performance.md with this run's table.
@@ -19,6 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import kernel_throughput
+import linalg_ops
 import paper_scale
 import round_trip
 import tngd_step
@@ -64,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{machine}", flush=True)
     rows = []
     for name, module in (("kernel throughput", kernel_throughput), ("round trip", round_trip),
-                         ("upload", upload), ("tngd step", tngd_step),
-                         ("paper scale", paper_scale)):
+                         ("upload", upload), ("linear algebra", linalg_ops),
+                         ("tngd step", tngd_step), ("paper scale", paper_scale)):
         print(f"running {name} ...", file=sys.stderr, flush=True)
         # the paper-scale row is not repeated on a busy machine: one attempt takes a minute
         rows += module.measure(retries=0 if module is paper_scale else args.retries)

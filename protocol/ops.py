@@ -16,6 +16,9 @@ from typing import Any
 from spusim.protocol.errors import ErrorCode, ProtocolError
 
 INTEGRATORS = ("exact", "euler_maruyama")
+# Drifts ``program`` accepts (1.3): a symmetric coupling, or any real matrix whose eigenvalues
+# have positive real parts (non-reciprocal couplings, docs/physics.md).
+DRIFTS = ("symmetric", "general")
 # Faults ``inject_fault`` can switch on, each a trigger {"p", "count"} (docs/reliability.md).
 FAULT_TRIGGERS = ("drop_reply", "delay_reply", "busy", "reset", "crash_run", "adc_glitch")
 MAX_LEASE_S = 3600.0  # longest lease a session may ask for, wall-clock seconds
@@ -134,6 +137,7 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
     OpSpec("program", idempotent=True, arrays=("A",), args=(
         _flag("reset_state", False),
         _INTEGRATOR,
+        Arg("drift", lambda v: v in DRIFTS, f"one of {list(DRIFTS)}", "symmetric"),  # 1.3
     )),
     OpSpec("program_factored", idempotent=True, arrays=("J", "H"), args=(
         _DAMPING,
@@ -175,7 +179,7 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
     OpSpec("cancel", idempotent=True, args=(
         Arg("request", lambda v: _is_int(v) and 0 <= v < 2**64, "a request id of this session"),
     )),
-    # Protocol 1.3: one TNGD step (delay, program_factored, set_bias, set_state, runs, read).
+    # Protocol 1.4: one TNGD step (delay, program_factored, set_bias, set_state, runs, read).
     OpSpec("solve_factored", idempotent=False, arrays=("J", "H", "b"), optional_arrays=("x",),
            args=(
         _DAMPING,

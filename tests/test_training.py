@@ -7,12 +7,14 @@ import numpy as np
 import pytest
 
 from spusim import Device
-from spusim.training.data import load_digits
+from spusim.training.data import batches, load_digits
+from spusim.training.linearization import ParameterSet
 from spusim.training.loop import History, evaluate, train
 from spusim.training.models import mlp
-from spusim.training.optimizers import NGD, sgd
+from spusim.training.optimizers import NGD, NGDCG, NGDWoodbury, adam, sgd
 from spusim.training.tngd import TNGD
-from spusim.timing.digital import Measured
+from spusim.training.work import count_work
+from spusim.timing.digital import Measured, parse_digital
 from spusim.timing.model import Phase
 from spusim.timing.pipeline import IterationCosts, LoopClock
 from spusim.timing.serial import SerialClock
@@ -134,3 +136,53 @@ def test_longer_analog_runs_approach_exact_ngd(data) -> None:
                   for t in (0.5, 2.0, 10.0)]
     assert losses[0] > losses[1] > losses[2], losses
     assert losses[0] > 2 * exact and losses[2] < 1.6 * exact, (losses, exact)
+
+
+def _sim_times(data, make, digital=None) -> list[int]:
+    model = mlp(64, 10, (8,), seed=0)
+    history = train(model, make(model), data, 4, batch_size=16, seed=3, eval_every=None,
+                    digital=digital)
+    return [record.sim_time_ns for record in history.records]
+
+
+@pytest.mark.spu_config(kappa0=0.001, seed=0)
+def test_the_same_seed_gives_the_same_simulated_time_for_every_optimizer(
+        data, spu_device: Device) -> None:
+    """The default clock prices counted work, never the host's wall time: two runs of every
+    optimizer give the same sim_time_ns to the nanosecond (a measured clock would not; its
+    first iteration alone varies by far more than 1 ns)."""
+    makers = {
+        "sgd": lambda m: sgd(m, 0.5), "adam": lambda m: adam(m, 0.01),
+        "ngd": lambda m: NGD(m, damping=0.1), "ngd-cg": lambda m: NGDCG(m, damping=0.1),
+        "ngd-woodbury": lambda m: NGDWoodbury(m, damping=0.1),
+        "tngd": lambda m: TNGD(m, device=spu_device, damping=0.1, t=2.0, seed=0),
+    }
+    for name, make in makers.items():
+        first, second = _sim_times(data, make), _sim_times(data, make)
+        assert first == second, name
+        assert all(b > a for a, b in zip([0, *first], first)), name
+
+
+def test_the_digital_step_is_priced_from_its_counted_work(data) -> None:
+    """Each iteration's digital_ns is the default roofline's price of the work the step did,
+    counted by count_work on the same step (so it grows with the batch, and not with the
+    host's load); counting is off under a measured clock."""
+    model = mlp(64, 10, (8,), seed=0)
+    reference = mlp(64, 10, (8,), seed=0)
+    optimizer, replay = NGD(model, damping=0.1), NGD(reference, damping=0.1)
+    history = train(model, optimizer, data, 3, batch_size=16, seed=3, eval_every=None)
+    clock = parse_digital()
+    x, y = next(batches(data.train, 16, 3))
+    with count_work(reference) as counter:
+        replay._digital_step(ParameterSet(reference), x, y)
+    first = history.records[0]
+    assert first.digital_ns == clock.price(optimizer.report.work, 0.0)
+    step_work, digital_work = optimizer.report.work, counter.work
+    assert step_work.calls == digital_work.calls == 4  # forward, vjp, Jacobian passes
+    assert step_work.flops > digital_work.flops > 0  # the update's work comes on top
+    assert history.clock == clock.label
+    measured = mlp(64, 10, (8,), seed=0)
+    ngd = NGD(measured, damping=0.1)
+    assert train(measured, ngd, data, 2, batch_size=16, eval_every=None,
+                 digital=Measured()).clock.startswith("measured")
+    assert ngd.report.work is None

@@ -107,7 +107,7 @@ def test_unrecorded_run_replies_what_it_jumped() -> None:
 
 
 @pytest.mark.parametrize("dynamics, integrator, why", [
-    ("overdamped", "euler_maruyama", "euler_maruyama"), ("underdamped", "exact", "second-order")])
+    ("overdamped", "euler_maruyama", "euler_maruyama"), ("underdamped", "exact", "circuit")])
 def test_what_cannot_jump_steps_and_says_why(dynamics: str, integrator: str, why: str) -> None:
     spu = device(dynamics=dynamics)
     spu.program(A, integrator=integrator)

@@ -19,6 +19,7 @@ from dataclasses import asdict
 from typing import Any
 
 from spusim.cli.help import HelpFormatter, fail
+from spusim.timing.digital import parse_digital
 from spusim.training.spec import (
     DATASETS,
     DEFAULT_LR,
@@ -39,7 +40,8 @@ gradient norm, host wall time, simulated time in ns; for TNGD also the device's 
 converter clips). TNGD and TNGD-Adam start a private device daemon (ideal profile, thermal noise
 --kappa0) and solve (C + lambda I) x = g on it for an analog time --t each iteration (units of
 tau = RC); the other optimizers run on the host only. Simulated time is the hybrid loop's clock
-(docs/timing.md): the host's compute at this host's speed plus the device's phases."""
+(docs/timing.md): the digital step priced by --digital (by default from the work it does,
+counted, on the TNGD paper's A100) plus the device's phases from its replies."""
 
 EPILOG = ("learning rates by default: "
           + ", ".join(f"{name} {lr:g}" for name, lr in DEFAULT_LR.items())
@@ -103,6 +105,12 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
                              "hold the model's N parameters")
     device.add_argument("--connect", metavar="ENDPOINT",
                         help="use a running daemon instead of starting one (--kappa0, --cells ignored)")
+    parser.add_argument("--digital", default=defaults.digital, metavar="CLOCK",
+                        help="the digital step's simulated time: 'roofline[:ACCELERATOR"
+                             "[:EFFICIENCY[:LATENCY_US]]]' prices the work each step does, "
+                             "counted, on an accelerator (deterministic: the same seed gives the "
+                             "same simulated time on any machine); 'measured[:SCALE]' is this "
+                             "host's wall time times SCALE (varies run to run; labelled so)")
     parser.add_argument("--seed", type=int, default=defaults.seed,
                         help="model initialisation, batch order and device noise")
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every,
@@ -144,6 +152,10 @@ def check(args: argparse.Namespace) -> str | None:
         given = getattr(args, attribute)
         if not (given is None or math.isfinite(given)) or not ok(given):
             return f"{option} must be {allowed}, got {given}"
+    try:
+        parse_digital(args.digital)
+    except ValueError as error:
+        return str(error)
     return None
 
 
@@ -177,7 +189,8 @@ def main(args: argparse.Namespace) -> int:
                        delay=args.delay, cg_iterations=args.cg_iterations,
                        readout=args.readout, warm_start=args.warm_start,
                        integrator=args.integrator, hidden=args.hidden,
-                       channels=args.channels, seed=args.seed, eval_every=args.eval_every)
+                       channels=args.channels, seed=args.seed, eval_every=args.eval_every,
+                       digital=args.digital)
     data = load(spec.data)
     args.batch_size, args.data = spec.batch_size, spec.data
     problem = check_batch_size(args, len(data.train))
@@ -211,6 +224,8 @@ def main(args: argparse.Namespace) -> int:
     config["interrupted"] = interrupted
     if result.history.records:
         print(summary_table([result]))
+        print(f"  simulated time: the digital step on {result.history.clock}, plus the "
+              "device's phases (docs/timing.md)")
     saved = record([result], config, [spec])
     path = write_json(saved, args.json or records.run_directory(
         f"{spec.model}-{spec.optimizer}") / "record.json")

@@ -36,8 +36,8 @@ def run_training_demo(iterations: int = 150, plot_path: str = "spusim_demo.png",
         results = [run(spec, data, device) for spec in specs]
     print(f"\n{summary_table(results)}\n", file=out)
     print("  train loss: mean batch loss of the last 10 iterations; simulated time: the hybrid "
-          "loop's clock\n  (host compute at this host's speed + the device's phases, "
-          "docs/timing.md)", file=out)
+          f"loop's clock\n  (the digital step's counted work on {results[0].history.clock},\n"
+          "  plus the device's phases from its replies: docs/timing.md)", file=out)
     path = plot(results, plot_path, f"MLP on digits, TNGD (t={t:g}τ, κ0={kappa0:g}) vs Adam")
     print(f"  plot: {path}", file=out)
     print(f"  host wall time (incl. daemon start) {time.perf_counter() - started:.1f} s",

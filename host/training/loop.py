@@ -9,9 +9,13 @@ Each :class:`IterationRecord` holds the loss and accuracy on the iteration's bat
 (before its update), the test loss and accuracy at theta_k every ``eval_every`` iterations, the
 host's wall time of the step, and the simulated time:
 
-- digital_ns: the host's own compute (gradient, curvature, preconditioner, update; not the time
-  spent waiting for a device) as timing.digital.Measured(scale) prices it: its wall time times
-  a stated factor (e.g. this host's speed relative to a target accelerator);
+- digital_ns: the digital step (gradient, curvature, preconditioner, update; not the time spent
+  waiting for a device) as the digital clock prices it. By default the clock is
+  timing.digital's roofline on the TNGD paper's A100 (``parse_digital("roofline:a100")``),
+  priced from the work the step did, counted (host/training/work.py: FLOPs, bytes, sequential
+  model calls): the same seed gives the same simulated time to the nanosecond on any machine.
+  ``digital=Measured(scale)`` prices the host's own wall time times a stated factor instead,
+  which varies from run to run; History.clock names the clock used;
 - iteration_ns: the iteration's time in the hybrid loop. For digital optimizers it is
   digital_ns; for TNGD the device's phase times (from its replies) and digital_ns go through
   timing.serial.SerialClock (Algorithm 1, synchronous) or timing.pipeline.LoopClock
@@ -37,7 +41,7 @@ from spusim.training.data import Dataset, batches
 from spusim.training.losses import Loss
 from spusim.training.optimizers import FirstOrder, NaturalGradient, StepReport, name_of
 from spusim.training.tngd import TNGD, DeviceStep
-from spusim.timing.digital import Measured
+from spusim.timing.digital import DigitalClock, parse_digital
 from spusim.timing.pipeline import LoopClock
 from spusim.timing.serial import SerialClock
 
@@ -86,6 +90,7 @@ class History:
     final_test_loss: float
     final_test_accuracy: float
     interrupted: bool = False
+    clock: str = ""
 
     def series(self, name: str) -> np.ndarray:
         """One field over the iterations (NaN where it was not measured), e.g. "loss",
@@ -116,18 +121,20 @@ def evaluate(model: nn.Module, data: TensorDataset, loss: str = "cross_entropy",
 
 def train(model: nn.Module, optimizer: NaturalGradient | FirstOrder, data: Dataset,
           iterations: int, *, batch_size: int = 64, seed: int = 0, eval_every: int | None = 10,
-          digital: Measured | None = None,
+          digital: DigitalClock | None = None,
           callback: Callable[[IterationRecord], None] | None = None) -> History:
     """Train ``model`` (the module ``optimizer`` steps) in place for ``iterations`` steps on
     minibatches of ``data.train`` (shuffled from ``seed``, a fresh permutation each epoch). The
     test set is evaluated every ``eval_every`` iterations (None: only at the end). ``digital``
-    prices the host's compute (default: Measured(scale=1), this host's own time).
+    prices the digital step (default: ``parse_digital()``, the A100 roofline on counted work;
+    a measured clock turns the optimizer's work counting off, so as not to time it).
     ``callback`` sees each record. Ctrl-C (KeyboardInterrupt) ends the run early: the
     History then holds the iterations completed, ``interrupted`` True."""
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
     loss = optimizer.loss_fn.name
-    digital = digital or Measured()
+    digital = digital or parse_digital()
+    optimizer.work.enabled = not digital.measured
     stream = batches(data.train, batch_size, seed)
     pipelined = isinstance(optimizer, TNGD) and optimizer.pipelined
     clock = LoopClock() if pipelined else SerialClock()
@@ -142,7 +149,7 @@ def train(model: nn.Module, optimizer: NaturalGradient | FirstOrder, data: Datas
             optimizer.step(x, y)
             step = optimizer.report
             assert step is not None
-            digital_ns = digital.ns(step.digital_seconds)
+            digital_ns = digital.price(step.work, step.digital_seconds)
             iteration_ns = _iteration_ns(step, digital_ns, clock)
             sim_time_ns += iteration_ns
             record = IterationRecord(k, step.loss, step.accuracy, test_loss, test_accuracy,
@@ -153,9 +160,10 @@ def train(model: nn.Module, optimizer: NaturalGradient | FirstOrder, data: Datas
             if callback is not None:
                 callback(record)
     except KeyboardInterrupt:
-        return History(name_of(optimizer), records, math.nan, math.nan, interrupted=True)
+        return History(name_of(optimizer), records, math.nan, math.nan, interrupted=True,
+                       clock=digital.label)
     final_loss, final_accuracy = evaluate(model, data.test, loss)
-    return History(name_of(optimizer), records, final_loss, final_accuracy)
+    return History(name_of(optimizer), records, final_loss, final_accuracy, clock=digital.label)
 
 
 def _iteration_ns(step: StepReport, digital_ns: int, clock: LoopClock | SerialClock) -> int:

@@ -17,7 +17,9 @@ with momentum by default, or ``update=Adam(...)``). The directions:
 
 The step's digital work (model calls, curvature, digital solve) happens in one method,
 ``_digital_step``; the update (O(N), elementwise) in ``_update``; TNGD's device calls in
-``_device_step``. Each step leaves a :class:`StepReport` in ``opt.report``. Parameters with
+``_device_step``. The work of the first two is counted (FLOPs, bytes, sequential model calls:
+host/training/work.py, once per batch shape) for the digital clock; ``opt.work.enabled = False``
+turns counting off. Each step leaves a :class:`StepReport` in ``opt.report``. Parameters with
 requires_grad=False are not trained and not part of N; parameter groups give their parameters
 their own update hyperparameters (lr, momentum or betas, eps), which may be numbers or
 schedules of the step (host/training/schedules.py). ``.grad`` is neither read nor written
@@ -40,6 +42,8 @@ from spusim.training.linearization import Linearization, ParameterSet
 from spusim.training.losses import Loss
 from spusim.training.schedules import Schedule, value
 from spusim.training.updates import SGD, Adam, UpdateRule
+from spusim.training.work import StepWork
+from spusim.timing.digital import Work
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,7 @@ class StepReport:
     regression); grad_norm, direction_norm: Euclidean norms; direction (N,): what the update
     rule was given; host_seconds: the step's wall time on the host; digital_seconds: of it,
     the host's own compute (the rest waited for a device); device: the device's report (None
-    for digital optimizers)."""
+    for digital optimizers); work: the digital work counted (None when counting is off)."""
 
     step: int
     loss: float
@@ -72,6 +76,7 @@ class StepReport:
     digital_seconds: float
     info: dict[str, float]
     device: Any = None
+    work: Work | None = None
 
 
 class NaturalGradient(torch.optim.Optimizer):
@@ -93,22 +98,31 @@ class NaturalGradient(torch.optim.Optimizer):
         super().__init__(model.parameters() if params is None else params, self.rule.defaults())
         self.steps = 0
         self.report: StepReport | None = None
+        self.work = StepWork(model)
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> float:  # type: ignore[override]
         """One iteration on the batch (x, y); returns the batch's mean loss before the update."""
         started = time.perf_counter()
         params = ParameterSet(self.model, [p for g in self.param_groups for p in g["params"]])
-        lin, work = self._digital_step(params, x, y)
+        shapes = (tuple(x.shape), tuple(y.shape), params.n, self.steps == 0)
+        digital_key = ("digital", *shapes, *self._work_key(params))
+        with self.work.region(digital_key):
+            lin, work = self._digital_step(params, x, y)
         direction = self._device_step(work)
-        self._update(params, direction.vector)
+        with self.work.region(("update", *shapes)):
+            self._update(params, direction.vector)
         host_seconds = time.perf_counter() - started
         self.report = StepReport(
             self.steps, lin.loss, self.loss_fn.accuracy(lin.outputs, lin.y),
             float(lin.grad.norm()), float(direction.vector.norm()), direction.vector,
             host_seconds, host_seconds - direction.device_seconds, direction.info,
-            direction.device)
+            direction.device, self.work.total(digital_key, ("update", *shapes)))
         self.steps += 1
         return lin.loss
+
+    def _work_key(self, params: ParameterSet) -> tuple[Any, ...]:
+        """What else this step's digital work depends on beyond the shapes (default nothing)."""
+        return ()
 
     def _digital_step(self, params: ParameterSet, x: torch.Tensor,
                       y: torch.Tensor) -> tuple[Linearization, Any]:
@@ -165,6 +179,11 @@ class NGDCG(NaturalGradient):
         self.iterations, self.warm_start = iterations, warm_start
         self._previous: torch.Tensor | None = None
 
+    def _work_key(self, params: ParameterSet) -> tuple[Any, ...]:
+        """CG's work depends on its iteration count and on whether it starts from 0."""
+        warm = self.warm_start and self._previous is not None and len(self._previous) == params.n
+        return (round(value(self.iterations, self.steps)), warm)
+
     def _direction(self, lin: Linearization, step: int) -> Direction:
         g = lin.grad
         previous = self._previous
@@ -205,14 +224,17 @@ class FirstOrder:
         self.name = name or type(optimizer).__name__.lower()
         self.steps = 0
         self.report: StepReport | None = None
+        self.work = StepWork(model)
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
         started = time.perf_counter()
-        loss, accuracy, gradient = self._digital_step(x, y)
+        key = (tuple(x.shape), tuple(y.shape), self.steps == 0)
+        with self.work.region(key):
+            loss, accuracy, gradient = self._digital_step(x, y)
         host_seconds = time.perf_counter() - started
         norm = float(gradient.norm())
         self.report = StepReport(self.steps, loss, accuracy, norm, norm, gradient, host_seconds,
-                                 host_seconds, {})
+                                 host_seconds, {}, work=self.work.total(key))
         self.steps += 1
         return loss
 

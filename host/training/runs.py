@@ -43,6 +43,7 @@ from spusim.training.record_plots import plot_runs
 from spusim.training.spec import DEVICE_OPTIMIZERS, MODELS, OPTIMIZERS, RunSpec
 from spusim.training.tngd import TNGD
 from spusim.training.updates import Adam
+from spusim.timing.digital import parse_digital
 
 @dataclass
 class Result:
@@ -105,6 +106,7 @@ def run(spec: RunSpec, data: Dataset, device: Device | None = None,
     label = spec.label(device)
     with ProgressBar(label, spec.iterations, stream=None if progress else _Null()) as bar:
         history = train(model, optimizer, data, spec.iterations, batch_size=spec.batch_size,
+                        digital=parse_digital(spec.digital),
                         seed=spec.seed, eval_every=spec.eval_every,
                         callback=lambda record: bar.update(record.iteration + 1,
                                                            loss=record.loss,
@@ -163,6 +165,7 @@ def record(results: list[Result], config: dict[str, Any],
                      "final_test_loss": h.final_test_loss,
                      "final_test_accuracy": h.final_test_accuracy,
                      "sim_time_ns": h.records[-1].sim_time_ns if h.records else 0,
+                     "clock": h.clock,
                      "host_seconds": result.host_seconds,
                      "rows": h.rows()})
     return {"config": config, "runs": runs}

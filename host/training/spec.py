@@ -8,6 +8,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from spusim.timing.digital import DEFAULT_DIGITAL
+
 DATASETS = ("digits", "mnist")
 MODELS = ("softmax", "mlp", "cnn")
 OPTIMIZERS = ("sgd", "adam", "ngd", "ngd-cg", "ngd-woodbury", "tngd", "tngd-adam")
@@ -27,7 +29,8 @@ class RunSpec:
     c; readout, warm_start (None: Algorithm 1's rule), integrator: host/training/tngd.py's.
     seed: model initialisation, batch order and the device's noise stream. eval_every:
     iterations between test-set evaluations. data: "digits" or "mnist" (the caller loads it).
-    channels: the CNN's convolution kernels."""
+    channels: the CNN's convolution kernels. digital: the digital clock (timing.digital's
+    ``roofline[:ACCELERATOR[:EFFICIENCY[:LATENCY_US]]]`` or ``measured[:SCALE]``)."""
 
     data: str = "digits"
     model: str = "mlp"
@@ -47,6 +50,7 @@ class RunSpec:
     channels: int = 4
     seed: int = 0
     eval_every: int = 10
+    digital: str = DEFAULT_DIGITAL
 
     @property
     def learning_rate(self) -> float:

@@ -45,7 +45,7 @@ order:
 ``pipelined=True`` uploads the gradient and curvature of the previous step instead of the
 current one (Eqs. 15-18, Fig. 1: the device solves with theta_{k-1}'s factors while the host
 computes theta_k's), the loop that timing.pipeline.LoopClock times; the default is Algorithm 1's
-synchronous loop. On a daemon that serves ``solve_factored`` (protocol 1.3) steps 1-4 travel
+synchronous loop. On a daemon that serves ``solve_factored`` (protocol 1.4) steps 1-4 travel
 in one request, one round trip instead of 5-7; each step inside costs the simulated time it
 would cost on its own. Every step's simulated time is collected per phase in a
 :class:`DeviceStep`, from which the training loop builds the iteration's timing.
@@ -169,7 +169,7 @@ class ThermodynamicNGD:
     def _separately(self, J: np.ndarray, H: np.ndarray, damping: float, g: np.ndarray,
                     state: np.ndarray | None, delay_ns: int, burn_ns: int,
                     record_ns: int) -> tuple[list[tuple[str, dict]], Readout]:
-        """The step as one op per request (a daemon before protocol 1.3): the (op, result)
+        """The step as one op per request (a daemon before protocol 1.4): the (op, result)
         steps, as solve_factored replies them, and the read-out."""
         device = self.device
         steps: list[tuple[str, dict]] = []

@@ -258,3 +258,36 @@ def count_work(*modules: torch.nn.Module) -> Iterator[WorkCounter]:
     counter = WorkCounter()
     with counter._counting(modules):
         yield counter
+
+
+class StepWork:
+    """The digital work of an optimizer's steps, counted once per key and reused.
+
+    Counts depend only on the computation and the tensors' shapes (module doc), so a step's
+    work is counted the first time its key (the batch's shapes, N, and whatever else changes
+    what the step runs) is seen and looked up afterwards: one counted step per shape, not a
+    few ms of counting on every step. ``enabled`` False (a measured clock, which must not time
+    the counting) counts nothing and :meth:`total` is None. The cache holds one Work per key
+    seen: a handful per run (bounded by the distinct batch shapes and schedules).
+    """
+
+    def __init__(self, *modules: torch.nn.Module) -> None:
+        self.modules = modules
+        self.enabled = True
+        self._known: dict[tuple[Any, ...], Work] = {}
+
+    @contextmanager
+    def region(self, key: tuple[Any, ...]) -> Iterator[None]:
+        """Count the block's work under ``key`` unless that key was counted before."""
+        if not self.enabled or key in self._known:
+            yield
+            return
+        with count_work(*self.modules) as counter:
+            yield
+        self._known[key] = counter.work
+
+    def total(self, *keys: tuple[Any, ...]) -> Work | None:
+        """The work of the regions under ``keys``, added (None when not counting)."""
+        if not self.enabled:
+            return None
+        return sum((self._known[key] for key in keys), Work(0, 0, 0))
