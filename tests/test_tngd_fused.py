@@ -27,6 +27,8 @@ def pair() -> Iterator[tuple[Device, Device]]:
     served = [ServedDevice(kappa0=0.01, cells=512, seed=3) for _ in range(2)]
     devices = [Device.connect(s.endpoint) for s in served]
     devices[1].supports = lambda op: False  # type: ignore[method-assign]
+    for device in devices:  # no liveness pings during a slow call: requests are counted
+        device._transport.heartbeat_s = 60.0
     yield devices[0], devices[1]
     for device, s in zip(devices, served):
         device.close()
