@@ -96,10 +96,12 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
                                          "kept at t_d > 0)")
     warm.add_argument("--no-warm-start", dest="warm_start", action="store_const", const=False,
                       help="reset the state to the gradient every iteration, even at t_d > 0")
-    device.add_argument("--integrator", choices=("euler_maruyama", "exact"),
+    device.add_argument("--integrator", choices=("auto", "euler_maruyama", "exact"),
                         default=defaults.integrator,
-                        help="the device's integrator: Euler-Maruyama at its em_step (the "
-                             "paper's) or the exact transition of the factored coupling")
+                        help="the device's integrator: the exact transition of the factored "
+                             "coupling where the device can run it (auto: no mismatch, no "
+                             "readout filter, RC cells), else Euler-Maruyama at its em_step (the "
+                             "paper's numerics)")
     device.add_argument("--cells", type=int, default=None,
                         help="the device's capacity (default: the daemon's own, 4096); it must "
                              "hold the model's N parameters")

@@ -45,7 +45,7 @@ class RunSpec:
     cg_iterations: int = 10
     readout: str = "final"
     warm_start: bool | None = None
-    integrator: str = "euler_maruyama"
+    integrator: str = "auto"
     hidden: int = 32
     channels: int = 4
     seed: int = 0
