@@ -35,8 +35,9 @@ chip's DeviceStep and, as one chip's fields, the phases on the K chips' critical
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -193,3 +194,21 @@ class BlockDiagonalNGD:
             solved = list(pool.map(solve_block, range(len(self.solvers))))
         return (np.concatenate([x for x, _ in solved]),
                 MultiChipStep.of([report for _, report in solved], self.link, self.blocks))
+
+
+@contextmanager
+def spawned(chips: int, seed: int | None = None, **options: Any) -> Iterator[list[Device]]:
+    """``chips`` private daemons (Device.spawn with ``options``, by ``spu serve`` flag name, or
+    ``config=`` a configuration), chip i seeded ``seed + i``; all stopped on exit."""
+    with ExitStack() as stack:
+        yield [stack.enter_context(Device.spawn(
+                   **options, **({} if seed is None else {"seed": seed + i})))
+               for i in range(chips)]
+
+
+@contextmanager
+def connected(endpoints: Sequence[str], **keys: Any) -> Iterator[list[Device]]:
+    """Clients of running daemons, one per endpoint, in order (``keys``: Device.connect's
+    curve_server_key and curve_client_key, the same for every endpoint); closed on exit."""
+    with ExitStack() as stack:
+        yield [stack.enter_context(Device.connect(endpoint, **keys)) for endpoint in endpoints]
