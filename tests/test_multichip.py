@@ -15,7 +15,7 @@ from torch import nn
 
 from spusim.training.curvature import Factors
 from spusim.training.linearization import ParameterSet
-from spusim.training.models import mlp
+from spusim.training.models import cnn, mlp
 from spusim.training.multichip import (
     BlockDiagonalNGD,
     MultiChipStep,
@@ -43,6 +43,9 @@ def test_layers_are_modules_and_blocks_are_balanced_runs_of_layers():
     assert max(balanced_groups([1, 9, 1, 1, 1, 1, 9, 1], 3)) == 10
     assert block_sizes(params, 4, "contiguous") == [122, 121, 121, 121]
     assert block_sizes(params, 2, [100, 385]) == [100, 385]
+    # the paper-style CNN on 4 096-cell chips: its dense layer (4 640) is cut in two to fit
+    assert block_sizes(ParameterSet(cnn((1, 8, 8), 10, hidden=32)), 2, "layer",
+                       cells=4096) == [2360, 2650]
 
 
 @pytest.mark.parametrize(("chips", "partition", "message"), [
@@ -57,7 +60,7 @@ def test_a_block_larger_than_its_chip_is_refused_before_any_upload():
     chips = [SimpleNamespace(config={"cells": 400}, endpoint="tcp://a"),
              SimpleNamespace(config={"cells": 90}, endpoint="tcp://b")]
     with pytest.raises(ValueError, match="block 1 has 95 parameters but chip 1"):
-        TNGD(mlp(64, 10, (6, 5)), devices=chips)
+        TNGD(mlp(64, 10, (6, 5)), devices=chips, partition=[390, 95])
     with pytest.raises(TypeError, match="device"):
         TNGD(mlp(64, 10, (6, 5)))
 

@@ -22,7 +22,9 @@ Partitions (:func:`block_sizes`):
 
 - ``"layer"`` (default): blocks are runs of whole layers (a module's parameter tensors,
   weight and bias together, as in K-FAC), K consecutive groups chosen to make the largest
-  block as small as possible; needs at least K layers;
+  block as small as possible; a layer larger than a chip is first cut into the fewest
+  near-equal pieces that fit (a K-FAC block that no chip holds is itself split); needs at
+  least K layers (or pieces);
 - ``"contiguous"``: K ranges of N // K or N // K + 1 parameters, cutting through layers;
 - a list of K block sizes (summing to N).
 
@@ -53,6 +55,10 @@ from spusim.timing.multichip import check_link, combine
 PARTITIONS = ("layer", "contiguous")
 
 
+class PartitionError(ValueError):
+    """The parameters cannot be cut into blocks for these chips as asked."""
+
+
 def layer_sizes(params: ParameterSet) -> list[int]:
     """The parameter count of each layer, in order: consecutive trainable tensors of one
     module (``net.0.weight``, ``net.0.bias``) form a layer."""
@@ -73,7 +79,7 @@ def balanced_groups(units: Sequence[int], k: int) -> list[int]:
     small as possible (dynamic programming, O(k L^2) for L units); returns the runs' sums."""
     n = len(units)
     if not 1 <= k <= n:
-        raise ValueError(f"cannot cut {n} layers into {k} blocks of whole layers")
+        raise PartitionError(f"cannot cut {n} layers into {k} blocks of whole layers")
     prefix = np.concatenate([[0], np.cumsum(units)])
     # best[j][e]: the least largest sum cutting the first e units into j runs; cut[j][e]: where
     # the last run starts.
@@ -94,28 +100,37 @@ def balanced_groups(units: Sequence[int], k: int) -> list[int]:
     return [int(prefix[b] - prefix[a]) for a, b in itertools.pairwise(bounds)]
 
 
-def block_sizes(params: ParameterSet, chips: int, partition: str | Sequence[int]) -> list[int]:
-    """The K = ``chips`` block sizes of ``partition`` (module doc) over ``params``."""
+def block_sizes(params: ParameterSet, chips: int, partition: str | Sequence[int],
+                cells: int | None = None) -> list[int]:
+    """The K = ``chips`` block sizes of ``partition`` (module doc) over ``params``; for
+    "layer", a layer larger than ``cells`` (the smallest chip's) is first cut into the fewest
+    near-equal pieces that fit."""
     n = params.n
     if not isinstance(partition, str):
         sizes = [int(size) for size in partition]
         if len(sizes) != chips or min(sizes) < 1 or sum(sizes) != n:
-            raise ValueError(f"a partition of {n} parameters over {chips} chips needs "
+            raise PartitionError(f"a partition of {n} parameters over {chips} chips needs "
                              f"{chips} positive block sizes summing to {n}, got {sizes}")
         return sizes
     if partition == "layer":
-        layers = layer_sizes(params)
+        layers = [piece for size in layer_sizes(params)
+                  for piece in _even(size, 1 if cells is None else -(-size // cells))]
         if chips > len(layers):
-            raise ValueError(f"partition='layer' needs at least as many layers as chips: the "
+            raise PartitionError(f"partition='layer' needs at least as many layers as chips: the "
                              f"model has {len(layers)} layers ({layers} parameters) for "
                              f"{chips} chips; use partition='contiguous' or fewer chips")
         return balanced_groups(layers, chips)
     if partition == "contiguous":
         if chips > n:
-            raise ValueError(f"cannot cut {n} parameters into {chips} blocks")
-        return [n // chips + (i < n % chips) for i in range(chips)]
-    raise ValueError(f"partition must be one of {list(PARTITIONS)} or a list of block sizes, "
+            raise PartitionError(f"cannot cut {n} parameters into {chips} blocks")
+        return _even(n, chips)
+    raise PartitionError(f"partition must be one of {list(PARTITIONS)} or a list of block sizes, "
                      f"got {partition!r}")
+
+
+def _even(n: int, k: int) -> list[int]:
+    """n cut into k sizes n // k or n // k + 1, the larger first."""
+    return [n // k + (i < n % k) for i in range(k)]
 
 
 @dataclass(frozen=True)
@@ -157,7 +172,7 @@ class BlockDiagonalNGD:
         for i, (device, size) in enumerate(zip(devices, blocks, strict=True)):
             cells = int(device.config["cells"])
             if size > cells:
-                raise ValueError(f"block {i} has {size} parameters but chip {i} "
+                raise PartitionError(f"block {i} has {size} parameters but chip {i} "
                                  f"({device.endpoint}) holds {cells} cells: use more chips, "
                                  "another partition, or chips with more cells")
         self.blocks = [int(size) for size in blocks]

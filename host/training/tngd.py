@@ -225,9 +225,10 @@ class TNGD(NaturalGradient):
             from spusim.training import multichip  # it builds on this module
 
             chosen = ParameterSet(model, [p for g in self.param_groups for p in g["params"]])
+            cells = min(int(chip.config["cells"]) for chip in devices)
             self.solver = multichip.BlockDiagonalNGD(
-                devices, multichip.block_sizes(chosen, len(devices), partition), link=link,
-                **solver)
+                devices, multichip.block_sizes(chosen, len(devices), partition, cells),
+                link=link, **solver)
         self.pipelined = pipelined
         self._pending: tuple[Factors, torch.Tensor] | None = None
 
