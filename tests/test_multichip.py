@@ -5,7 +5,11 @@ arithmetic to rounding)."""
 from __future__ import annotations
 
 import copy
+import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -24,9 +28,13 @@ from spusim.training.multichip import (
     layer_sizes,
 )
 from spusim.training.tngd import TNGD
+from spusim.timing.model import Phase
+from spusim.timing.multichip import chips_schedule
+from spusim.timing.pipeline import IterationCosts
 from tests.training_support import one_blas_thread  # noqa: F401  (autouse)
 
 DAMPING = 0.5
+SPU = str(Path(sys.executable).with_name("spu"))
 NOISELESS = pytest.mark.spu_config(kappa0=0.0, seed=0)
 
 
@@ -173,3 +181,25 @@ def test_chips_run_concurrently(spu_chips):
     one = best(BlockDiagonalNGD(chips[:1], [1500], damping=DAMPING, t=300.0), half, g[:1500])
     two = best(BlockDiagonalNGD(chips, [1500, 1500], damping=DAMPING, t=300.0), curvature, g)
     assert two < 1.5 * one, (one, two)
+
+
+@pytest.mark.daemon
+def test_spu_train_on_two_chips_prices_their_critical_path(tmp_path):
+    """``spu train --chips 2 --link shared``: two private daemons, one record with both
+    configurations, each row's blocks and per-chip phases, and an iteration time (Algorithm 1:
+    digital, then the device part) whose device part is the two chips' critical path."""
+    path = tmp_path / "run.json"
+    result = subprocess.run([SPU, "train", "--model", "softmax", "--chips", "2", "--partition",
+                             "contiguous", "--link", "shared", "--iterations", "3", "--t", "1",
+                             "--json", str(path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(path.read_text())
+    assert [chip["seed"] for chip in record["config"]["devices"]] == [0, 1]
+    (run,) = record["runs"]
+    assert run["label"] == "tngd (t=1τ, 2 chips)"
+    for row in run["rows"]:
+        assert row["device_blocks"] == [325, 325] and row["device_link"] == "shared"
+        chips = [IterationCosts(0, {Phase(k): v for k, v in c["upload"].items()}, c["analog_ns"],
+                                {Phase(k): v for k, v in c["readout"].items()})
+                 for c in row["device_chips"]]
+        assert row["iteration_ns"] == row["digital_ns"] + chips_schedule(chips, "shared").total_ns
