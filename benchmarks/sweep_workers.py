@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import replace
 
-from _common import Row, base_parser, print_table
+from _common import base_parser
 from spusim.training.spec import RunSpec
 from spusim.training.sweep import Task, projected_seconds, run_sweep
 
@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         seconds[workers] = [outcome.seconds for outcome in outcomes.values()]
         print(f"  {walls[workers]:.1f} s wall, the runs' own times {sum(seconds[workers]):.1f} s, "
               f"load average {os.getloadavg()[0]:.2f}", file=sys.stderr, flush=True)
-    print_table([Row("sweep workers", f"{len(sweep)} runs: 2 workers / 1", walls[2], walls[1],
-                     "s", time=True)])
+    print(f"sweep of {len(sweep)} runs: 2 workers {walls[2]:.1f} s / 1 worker {walls[1]:.1f} s "
+          f"= {walls[2] / walls[1]:.2f} (a speed-up of {walls[1] / walls[2]:.2f}x)")
     runs = seconds[1]
     print(f"runs measured alone (1 worker): total {sum(runs):.1f} s, longest {max(runs):.1f} s; "
           "projected for N one-core workers (lower bound): "
