@@ -37,8 +37,8 @@ def test_a_sweep_survives_a_killed_worker_and_counts_each_run_once():
     worker process is killed (SIGKILL). The scheduler runs that task again (the nanny
     restarts the worker): every (label, seed) has exactly one outcome, complete, and the
     killed one came from another process."""
-    tngd = RunSpec(model="softmax", optimizer="tngd", t=1.0, iterations=40, eval_every=20)
-    sgd = RunSpec(model="softmax", optimizer="sgd", iterations=20, eval_every=10)
+    tngd = RunSpec(model="softmax", optimizer="tngd", t=1.0, iterations=20, eval_every=10)
+    sgd = RunSpec(model="softmax", optimizer="sgd", iterations=5, eval_every=5)
     tasks = [Task("sgd", replace(sgd, seed=s)) for s in (0, 1)]
     tasks += [Task("tngd", replace(tngd, seed=s), {"kappa0": 1e-3}) for s in (0, 1)]
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
@@ -58,7 +58,7 @@ def test_a_sweep_survives_a_killed_worker_and_counts_each_run_once():
     assert sorted(outcomes) == sorted(task.key for task in tasks)
     for (label, seed), outcome in outcomes.items():
         assert (outcome.label, outcome.seed) == (label, seed) and outcome.error is None
-        assert len(outcome.result.history.records) == (40 if label == "tngd" else 20)
+        assert len(outcome.result.history.records) == (20 if label == "tngd" else 5)
         assert (outcome.devices != []) == (label == "tngd")
     assert all(not outcome.worker.endswith(f":{victim[1]}") for outcome in outcomes.values()
                if outcome.label == "tngd")
