@@ -1,5 +1,6 @@
-"""Run every benchmark (kernel throughput, daemon round trip, upload) and print one table of
-ratios to the references measured in the same run. ``make bench`` runs this; about 1-2 minutes.
+"""Run every benchmark (kernel throughput, daemon round trip, upload, linear-algebra time to 1 %)
+and print one table of ratios to the references measured in the same run. ``make bench`` runs
+this; about 1-2 minutes.
 
 Each benchmark is also a script of its own (``--help`` for its options).
 """
@@ -15,6 +16,7 @@ import time
 from dataclasses import asdict
 
 import kernel_throughput
+import linalg_ops
 import round_trip
 import upload
 from _common import base_parser, print_table
@@ -32,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     rows = []
     for name, module in (("kernel throughput", kernel_throughput), ("round trip", round_trip),
-                         ("upload", upload)):
+                         ("upload", upload), ("linear algebra", linalg_ops)):
         print(f"running {name} ...", file=sys.stderr, flush=True)
         rows += module.measure(retries=args.retries)
     print_table(rows)

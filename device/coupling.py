@@ -22,13 +22,14 @@ from spusim.device.circuits import (
     with_readout_filter,
 )
 from spusim.device.config import DeviceConfig
-from spusim.device.linear_sde import LinearTransition, transition
+from spusim.device.linear_sde import LinearTransition, check_stable, transition
 from spusim.device.mismatch import Array, deviations, symmetric_deviations
 from spusim.device.settling import seen_value
 from spusim.device.transition import (
     ExactTransition,
     FactoredTransition,
     check_euler_step,
+    check_euler_step_general,
     check_positive_definite,
     exact_transition,
     factored_transition,
@@ -51,10 +52,13 @@ def canonical(array: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class DenseCoupling:
-    """A: (N, N) symmetric, as realised. elements: programmable elements used (N^2)."""
+    """A: (N, N) as realised: symmetric, or with ``general`` any real matrix (a non-reciprocal
+    drift, protocol 1.3) whose eigenvalues the first run checks for positive real parts.
+    elements: programmable elements used (N^2)."""
 
     A: np.ndarray
     dac_clipped: int
+    general: bool = False
 
     @property
     def n(self) -> int:
@@ -65,13 +69,20 @@ class DenseCoupling:
         return self.n * self.n
 
     @classmethod
-    def program(cls, A: np.ndarray, config: DeviceConfig) -> DenseCoupling:
+    def program(cls, A: np.ndarray, config: DeviceConfig, general: bool = False) -> DenseCoupling:
+        """Validate A, then pass it through the coupling DAC and the chip's mismatch. A general
+        drift runs on overdamped cells only; each of its N^2 directed couplings is an element
+        of its own (its own mismatch), where a symmetric pair shares one."""
         if A.ndim != 2 or A.shape[0] != A.shape[1] or A.shape[0] == 0:
             raise ProtocolError(ErrorCode.BAD_SHAPE, "the coupling matrix must be square and "
                                 f"non-empty, got shape {list(A.shape)}", shape=list(A.shape))
         _check_capacity(A.shape[0], A.size, config)
         A = canonical(A)
-        _check_symmetric_finite(A, "the coupling matrix", "A")
+        if general and config.dynamics != "overdamped":
+            raise ProtocolError(ErrorCode.BAD_ARGUMENT, "a general (non-symmetric) drift runs "
+                                f"on overdamped cells only, not on {config.dynamics} cells",
+                                dynamics=config.dynamics)
+        _check_symmetric_finite(A, "the coupling matrix", "A", symmetric=not general)
         if config.dynamics == "rlc":
             try:
                 check_realisable(A, "A", config.sign_capable)
@@ -79,15 +90,17 @@ class DenseCoupling:
                 raise ProtocolError(ErrorCode.NOT_REALISABLE, str(error)) from None
         realised, clipped = config.coupling_dac.apply(A)
         if config.mismatch:
-            realised *= 1 + config.mismatch * symmetric_deviations(config.serial, Array.COUPLING,
-                                                                    A.shape[0])
-        return cls(realised, clipped)
+            n = A.shape[0]
+            errors = (deviations(config.serial, Array.COUPLING, (n, n)) if general else
+                      symmetric_deviations(config.serial, Array.COUPLING, n))
+            realised *= 1 + config.mismatch * errors
+        return cls(realised, clipped, general)
 
     def seen(self, previous: DenseCoupling | None, residual: float) -> DenseCoupling:
         """The coupling the cells see while settling from ``previous`` (None: zero) with
         ``residual`` r of the change missing: A + r (A_previous - A)."""
         old = None if previous is None else previous.A
-        return DenseCoupling(seen_value(self.A, old, residual), self.dac_clipped)
+        return DenseCoupling(seen_value(self.A, old, residual), self.dac_clipped, self.general)
 
     def same_array(self, other: Coupling | None) -> bool:
         """True when ``other`` occupies the same programmable elements (kind and shape)."""
@@ -97,9 +110,14 @@ class DenseCoupling:
               config: DeviceConfig) -> ExactTransition | CircuitTransition | None:
         """Refuse a matrix the integrator cannot run; for "exact", its transition operators
         (per eigenmode, with the anti-alias filter's if there is one; those of the linear
-        circuit for second-order cells)."""
-        if config.dynamics != "overdamped":
+        circuit for second-order cells and for a general drift)."""
+        if config.dynamics != "overdamped" or (self.general and integrator == "exact"):
             return circuit_transition(self.A, integrator, config)
+        if self.general:
+            eigenvalues = _stable_eigenvalues(self.A)
+            check_euler_step_general(eigenvalues, config.em_step_ns / config.tau_ns,
+                                     config.em_step_ns)
+            return None
         if integrator == "exact":
             eigenvalues, eigenvectors = np.linalg.eigh(self.A)
             check_positive_definite(eigenvalues)
@@ -248,31 +266,46 @@ class CircuitTransition:
     """The cells as a linear circuit and its exact step over one sample interval.
 
     State z = (filter output f if ``filtered``, x, hidden), each (N,): the hidden coordinates
-    are momenta or inductor currents; the ADC samples the first N.
+    are momenta or inductor currents (none for overdamped cells with a general drift); the ADC
+    samples the first N.
     """
 
     circuit: LinearCircuit
     step: LinearTransition
     filtered: bool
 
+    @property
+    def hidden_size(self) -> int:
+        """Hidden coordinates per state: N for second-order cells, 0 for overdamped ones."""
+        n = self.circuit.n_observed
+        return self.circuit.drift.shape[0] - n * (2 if self.filtered else 1)
+
 
 def circuit_transition(A: np.ndarray, integrator: str, config: DeviceConfig) -> CircuitTransition:
-    """The second-order cells programmed with A as a linear circuit, and its exact step.
+    """The cells programmed with A as a linear circuit, and its exact step.
 
-    Underdamped: time in tau. RLC: the Maxwell capacitance matrix is capacitance_farad * A and
-    the injected current noise kappa0 * capacitance_farad / resistance_ohm (A^2 s), so that the
-    voltages' stationary covariance is kappa0 A^-1, as on the overdamped device; time in
-    seconds. With ``readout_tau_ns`` the filter output leads the state
-    (:func:`device.circuits.with_readout_filter`).
+    Overdamped (a general drift, possibly non-normal): dx = -(A x - b) dt + sqrt(2 kappa0) dW,
+    time in tau; the step is Van Loan's (device/linear_sde.py: matrix exponentials, no
+    eigendecomposition, so it stays exact for non-normal A), after checking that every
+    eigenvalue of A has a positive real part. Underdamped: time in tau. RLC: the Maxwell
+    capacitance matrix is capacitance_farad * A and the injected current noise kappa0 *
+    capacitance_farad / resistance_ohm (A^2 s), so that the voltages' stationary covariance is
+    kappa0 A^-1, as on the overdamped device; time in seconds. With ``readout_tau_ns`` the
+    filter output leads the state (:func:`device.circuits.with_readout_filter`).
     """
     if integrator != "exact":
         raise ProtocolError(ErrorCode.BAD_ARGUMENT, f"{config.dynamics} cells run the exact "
                             "integrator only", integrator=integrator)
-    check_positive_definite(np.linalg.eigvalsh(A))
     per_ns = 1.0 / config.tau_ns  # the circuit's time unit per ns
-    if config.dynamics == "underdamped":
+    if config.dynamics == "overdamped":
+        _stable_eigenvalues(A)
+        n = A.shape[0]
+        circuit = LinearCircuit(A, np.sqrt(2.0 * config.kappa0) * np.eye(n), np.eye(n), n)
+    elif config.dynamics == "underdamped":
+        check_positive_definite(np.linalg.eigvalsh(A))
         circuit = underdamped_langevin(A, config.kappa0, config.mass, config.friction)
     else:
+        check_positive_definite(np.linalg.eigvalsh(A))
         scale, resistance = config.capacitance_farad, config.resistance_ohm
         circuit = rlc_network(scale * A, config.inductance_henry, resistance,
                               config.kappa0 * scale / resistance)
@@ -294,14 +327,29 @@ def _check_capacity(n: int, elements: int, config: DeviceConfig) -> None:
                             elements=config.cells**2, requested_elements=elements)
 
 
-def _check_symmetric_finite(A: np.ndarray, what: str, name: str) -> None:
+def _stable_eigenvalues(A: np.ndarray) -> np.ndarray:
+    """The eigenvalues (complex) of a general drift A; NOT_POSITIVE_DEFINITE (the dynamics would
+    not settle) naming one whose real part is not positive."""
+    try:
+        return check_stable(A)
+    except ValueError as error:
+        eigenvalues = np.linalg.eigvals(A)
+        weakest = complex(eigenvalues[np.argmin(eigenvalues.real)])
+        raise ProtocolError(ErrorCode.NOT_POSITIVE_DEFINITE,
+                            f"the drift is unstable: {error}. Nothing was run.",
+                            smallest_real_part=weakest.real, imaginary_part=weakest.imag
+                            ) from None
+
+
+def _check_symmetric_finite(A: np.ndarray, what: str, name: str, symmetric: bool = True) -> None:
+    """NON_FINITE for NaN or inf in A, and NOT_SYMMETRIC (only when ``symmetric``)."""
     finite, largest, asymmetry = kernels.matrix_check(A)
     if not finite:
         i, j = np.argwhere(~np.isfinite(A))[0]
         raise ProtocolError(ErrorCode.NON_FINITE,
                             f"{what} contains NaN or inf (first at [{i}, {j}])",
                             index=[int(i), int(j)])
-    if asymmetry > SYMMETRY_TOLERANCE * largest:
+    if symmetric and asymmetry > SYMMETRY_TOLERANCE * largest:
         i, j = np.unravel_index(np.argmax(np.abs(A - A.T)), A.shape)
         raise ProtocolError(ErrorCode.NOT_SYMMETRIC,
                             f"{what} is not symmetric: {name}[{i},{j}] = {A[i, j]:.6g} but "

@@ -105,11 +105,12 @@ class EmulatedSPU:
     # --- ops -------------------------------------------------------------------------------
 
     def program(self, A: np.ndarray, reset_state: bool = False,
-                integrator: str | None = None) -> Result:
-        """Program the dense N x N coupling matrix A (symmetric; positive definiteness is
-        checked by the first run)."""
-        return self._install(DenseCoupling.program(A, self.config), reset_state,
-                             integrator or self.config.integrator)
+                integrator: str | None = None, drift: str = "symmetric") -> Result:
+        """Program the dense N x N coupling matrix A: symmetric (positive definiteness is
+        checked by the first run), or with ``drift="general"`` any real matrix whose
+        eigenvalues have positive real parts (overdamped cells; checked by the first run)."""
+        coupling = DenseCoupling.program(A, self.config, general=drift == "general")
+        return self._install(coupling, reset_state, integrator or self.config.integrator)
 
     def program_factored(self, J: np.ndarray, H: np.ndarray, damping: float,
                          reset_state: bool = False, integrator: str | None = None) -> Result:
@@ -554,7 +555,8 @@ class _CircuitStepper:
                  adc: AdcState) -> None:
         self._step, self._rng, self._adc, self._n = ct.step, rng, adc, x.size
         self._filtered = ct.filtered
-        parts = [filtered] * ct.filtered + [x, hidden]
+        self._hidden_size = ct.hidden_size
+        parts = [filtered] * ct.filtered + [x, hidden[:ct.hidden_size]]
         self._z = np.concatenate(parts)
         self._x_at = x.size if ct.filtered else 0
         self._drive = ct.step.drive(ct.circuit.input_vector(b))
@@ -569,6 +571,8 @@ class _CircuitStepper:
         return self._z[self._x_at:self._x_at + self._n].copy()
 
     def hidden(self, previous: np.ndarray) -> np.ndarray:
+        if not self._hidden_size:  # overdamped cells with a general drift
+            return previous
         return self._z[self._x_at + self._n:].copy()
 
     def store_filter(self, filtered: np.ndarray) -> None:

@@ -75,6 +75,22 @@ def check_euler_step(eigenvalues: np.ndarray, step_tau: float, em_step_ns: int,
             f"{limit_ns} ns. Nothing was run.", largest_eigenvalue=lam_max, step_tau=step_tau)
 
 
+def check_euler_step_general(eigenvalues: np.ndarray, step_tau: float, em_step_ns: int) -> None:
+    """Raise UNSTABLE_STEP unless Euler-Maruyama with ``step_tau`` is stable for a general drift
+    with these (complex) eigenvalues: every |1 - step lambda| < 1 (the amplification factor of
+    the mode; for real lambda this is step lambda < 2, :func:`check_euler_step`)."""
+    factor = np.abs(1.0 - step_tau * np.asarray(eigenvalues))
+    worst = int(np.argmax(factor))
+    if factor[worst] >= 1.0:
+        lam = complex(eigenvalues[worst])
+        raise ProtocolError(
+            ErrorCode.UNSTABLE_STEP,
+            f"Euler-Maruyama with a step of {step_tau:g} tau is unstable for this drift: the "
+            f"eigenvalue {lam.real:.3g}{lam.imag:+.3g}j gives |1 - step lambda| = "
+            f"{factor[worst]:.3g} >= 1. Use the exact integrator or a smaller em_step_ns. "
+            "Nothing was run.", step_tau=step_tau, amplification=float(factor[worst]))
+
+
 def exact_transition(eigenvalues: np.ndarray, eigenvectors: np.ndarray, kappa0: float,
                      interval_tau: float, filter_rate: float = 0.0) -> ExactTransition:
     """The exact step for A = V diag(eigenvalues) V^T over ``interval_tau``; with

@@ -19,10 +19,18 @@ from spusim.protocol.codec import (
     encode_request,
 )
 from spusim.protocol.errors import ErrorCode, ProtocolError
-from spusim.protocol.ops import FAULT_TRIGGERS, INTEGRATORS, MAX_LEASE_S, OPS, OpSpec, spec_for
+from spusim.protocol.ops import (
+    DRIFTS,
+    FAULT_TRIGGERS,
+    INTEGRATORS,
+    MAX_LEASE_S,
+    OPS,
+    OpSpec,
+    spec_for,
+)
 
 __all__ = [
-    "ALLOWED_DTYPES", "FAULT_TRIGGERS", "INTEGRATORS", "MAX_ARRAYS", "MAX_HEADER_BYTES",
+    "ALLOWED_DTYPES", "DRIFTS", "FAULT_TRIGGERS", "INTEGRATORS", "MAX_ARRAYS", "MAX_HEADER_BYTES",
     "MAX_LEASE_S", "MAX_NDIM", "MAX_SESSION_CHARS", "OPS", "PROTOCOL_VERSION",
     "ErrorCode", "MalformedRequest", "OpSpec", "ProtocolError", "Reply", "Request",
     "decode_reply", "decode_request", "encode_reply", "encode_request", "spec_for",

@@ -16,6 +16,9 @@ from typing import Any
 from spusim.protocol.errors import ErrorCode, ProtocolError
 
 INTEGRATORS = ("exact", "euler_maruyama")
+# Drifts ``program`` accepts (1.3): a symmetric coupling, or any real matrix whose eigenvalues
+# have positive real parts (non-reciprocal couplings, docs/physics.md).
+DRIFTS = ("symmetric", "general")
 # Faults ``inject_fault`` can switch on, each a trigger {"p", "count"} (docs/reliability.md).
 FAULT_TRIGGERS = ("drop_reply", "delay_reply", "busy", "reset", "crash_run", "adc_glitch")
 MAX_LEASE_S = 3600.0  # longest lease a session may ask for, wall-clock seconds
@@ -118,6 +121,7 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
         _flag("reset_state", False),
         Arg("integrator", lambda v: v is None or v in INTEGRATORS,
             f"null or one of {list(INTEGRATORS)}", None),
+        Arg("drift", lambda v: v in DRIFTS, f"one of {list(DRIFTS)}", "symmetric"),  # 1.3
     )),
     OpSpec("program_factored", idempotent=True, arrays=("J", "H"), args=(
         Arg("damping", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)

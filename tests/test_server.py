@@ -102,7 +102,7 @@ def test_a_req_socket_client_is_served_too(served: ServedDevice) -> None:
     reply = raw_call(served.endpoint, encode_request(3, "hello"), socket_type=zmq.REQ)
     assert reply is not None
     decoded = decode_reply(reply)
-    assert decoded.ok and decoded.id == 3 and decoded.result["protocol"] == [1, 2]
+    assert decoded.ok and decoded.id == 3 and decoded.result["protocol"] == [1, 3]
 
 
 def test_ping_and_status_are_answered_during_a_long_run(served: ServedDevice,

@@ -9,6 +9,7 @@
     spu timing                 per-iteration time of TNGD and digital optimizers versus N
     spu plot RECORD...         loss and accuracy of saved runs against iterations and sim. time
     spu compare RECORD...      the same plot and a table of the runs' final numbers
+    spu linalg                 solve, inv, logdet, lyapunov and expnegm on a private daemon
 """
 
 from __future__ import annotations
@@ -81,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     from spusim.cli.train import add_parser as add_train_parser
 
     add_train_parser(commands)
+    from spusim.cli.linalg_demo import add_parser as add_linalg_parser
+
+    add_linalg_parser(commands)
     timing = commands.add_parser(
         "timing", help="per-iteration time of TNGD and the digital optimizers versus N",
         description="Estimate one training iteration of SGD, Adam, exact NGD, NGD-CG, "
@@ -145,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
             return train_main(args)
         if args.command in ("plot", "compare"):
             return _records(args)
+        if args.command == "linalg":
+            from spusim.cli.linalg_demo import main as linalg_main
+
+            return linalg_main(args)
         return _demo(args)
     except DeviceError as error:
         print(f"spu: {error}", file=sys.stderr)

@@ -251,16 +251,21 @@ class Device:
         """Programmed size, integrator, samples held, busy flag, queue depth, clock."""
         return self._call("status").result
 
-    def program(self, A: Any, *, reset_state: bool = False,
-                integrator: str | None = None) -> dict[str, Any]:
+    def program(self, A: Any, *, reset_state: bool = False, integrator: str | None = None,
+                drift: str = "symmetric") -> dict[str, Any]:
         """Program the symmetric N x N coupling matrix ``A``.
 
         The state persists unless ``reset_state`` (or N changed, which also zeroes the bias).
         ``integrator``: "exact" or "euler_maruyama" for the runs that follow (default: the
         daemon's). Positive definiteness and step stability are checked by the first run.
+        ``drift="general"`` (protocol 1.3, overdamped cells): A may be any real matrix whose
+        eigenvalues have positive real parts (non-reciprocal couplings).
         """
         A = as_float64(A, "A", 2)
-        result = self._call("program", {"reset_state": reset_state, "integrator": integrator},
+        args: dict[str, Any] = {"reset_state": reset_state, "integrator": integrator}
+        if drift != "symmetric":  # sent only when used, so 1.1 daemons still serve the rest
+            args["drift"] = drift
+        result = self._call("program", args,
                             {"A": A}, extra_timeout=A.nbytes / _SLOW_LINK_BYTES_PER_S).result
         self._programmed(result, rows=A.shape[0])
         return result

@@ -1,0 +1,135 @@
+"""expnegm: e^{-tA} from the lag-t autocovariance of a stationary Ornstein-Uhlenbeck process
+(the convention of thermox and arXiv 2311.12759): with drift A and diffusion A + A^T the
+stationary covariance is I, so E[x(s + t) x(s)^T] = e^{-tA} exactly, for any A whose symmetric
+part is positive definite (normal or not).
+
+The device realises that process by the similarity transform of :mod:`spusim.linalg.ou`
+(Q = A + A^T = L L^T, drift s L^-1 A L, isotropic noise), and is read once every lag: each
+reading y_k is one ADC sample taken t / s tau after the previous one, and the products
+y_{k+1} y_k^T, averaged in blocks, estimate the lag covariance; e^{-tA} = (s / (2 kappa0))
+L E[y_{k+1} y_k^T] L^T. Where A + A^T is not positive definite, A + alpha I is used and the
+result multiplied by e^{alpha t}, which multiplies its errors too.
+
+Error law (docs/physics.md): with Y the stationary covariance of y and M pairs, the lag
+covariance's entries have standard errors of about sqrt((Y_ii Y_jj + C_ij^2) / M) (pairs a
+lag apart are correlated, which M_eff < M accounts for when the lag is short against the
+slowest relaxation), so the relative error of e^{-tA} falls as 1 / sqrt(M) and grows with
+e^{alpha t} and with the conditioning of L.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from spusim.driver.client import Device, as_float64
+from spusim.linalg.bounds import (
+    Parts,
+    mismatch_bound,
+    moment_error,
+    programmed_error,
+    systematics,
+)
+from spusim.linalg.ou import Transformed, program_drift, transformed_drift
+from spusim.linalg.results import ExpnegmResult
+from spusim.linalg.sampling import Progress, batch_means, burn_in, check_schedule
+from spusim.linalg.session import Session
+
+# Automatic shift: alpha puts the smallest eigenvalue of (A + A^T) / 2 + alpha I at this
+# fraction of its spread (or of its size when the spread is zero).
+_SHIFT_MARGIN = 0.1
+
+
+def expnegm(device: Device, A: Any, t: float = 1.0, *, readings: int = 4000,
+            blocks: int = 10, t_burn: float = 50.0, alpha: float | None = None,
+            seed: int | None = None, integrator: str | None = None, scale: bool = True,
+            on_clip: str = "raise", progress: Progress | None = None) -> ExpnegmResult:
+    """e^{-tA} (N, N) for a real A (N, N) and t > 0, from ``readings`` readings of the device
+    one lag apart (readings - 1 lag pairs, in ``blocks`` blocks).
+
+    alpha: shift added to A (None: 0 when A + A^T is positive definite, else the smallest that
+    makes it so, plus a margin). t_burn: burn-in in tau of the device. Other arguments as in
+    :func:`spusim.linalg.solve`.
+    """
+    A = as_float64(A, "A", 2)
+    if not t > 0 or not np.isfinite(t):
+        raise ValueError(f"t must be positive and finite, got {t}")
+    if readings < 2 * blocks + 1:
+        raise ValueError(f"readings must be at least 2 * blocks + 1 = {2 * blocks + 1}, got "
+                         f"{readings}")
+    check_schedule(t_burn, blocks)
+    session = Session(device, on_clip, scale)
+    if session.kappa0 <= 0:
+        raise ValueError("expnegm needs thermal noise: this device runs with kappa0 = 0")
+    shift = symmetric_part_shift(A) if alpha is None else float(alpha)
+    shifted = A + shift * np.eye(A.shape[0])
+    transformed = transformed_drift(session, shifted, shifted + shifted.T, scale, lag_tau=t)
+    program_drift(session, transformed, integrator)
+    seed = burn_in(session, t_burn, seed)
+    products = lag_products(session, t / transformed.scale, readings, blocks, seed, progress)
+    gain = float(np.exp(shift * t))
+    estimate, error = batch_means(gain * transformed.back(products, session.kappa0))
+    costs = session.finish()
+    parts = expnegm_bound(session, transformed, estimate / gain, t)
+    found = systematics(session, transformed.drift, (transformed.scale, 1.0),
+                        (gain * parts[0], gain * parts[1], gain * parts[2]))
+    sampling = float(np.linalg.norm(error))
+    return ExpnegmResult(expnegm=estimate, shift=shift, standard_error=error,
+                         sampling_error=sampling, error_estimate=sampling + found.bound,
+                         systematics=found,
+                         samples=readings, blocks=blocks, **costs)
+
+
+def symmetric_part_shift(A: np.ndarray) -> float:
+    """0 if (A + A^T) / 2 is positive definite, else the alpha that lifts its smallest
+    eigenvalue to _SHIFT_MARGIN of its spread."""
+    eigenvalues = np.linalg.eigvalsh((A + A.T) / 2)
+    if eigenvalues[0] > 0:
+        return 0.0
+    spread = float(eigenvalues[-1] - eigenvalues[0]) or abs(float(eigenvalues[0])) or 1.0
+    return float(-eigenvalues[0] + _SHIFT_MARGIN * spread)
+
+
+def lag_products(session: Session, lag_tau: float, readings: int, blocks: int,
+                 seed: int | None, progress: Progress | None) -> np.ndarray:
+    """(blocks, N, N): per block, the average of y_{k+1} y_k^T over consecutive readings taken
+    ``lag_tau`` apart (a whole number of sample intervals), each the ADC's sample at its end."""
+    interval = int(session.device.config["sample_interval_ns"])
+    lag_ns = session.duration_ns(lag_tau)
+    values = []
+    for k in range(readings):
+        if lag_ns > interval and k > 0:
+            session.run(lag_ns - interval, record=False)
+        session.run(interval, clear=True, seed=seed if k == 0 else None)
+        values.append(session.read().mean)
+        if progress is not None and (k + 1) % max(1, readings // blocks) == 0:
+            progress(min(blocks, (k + 1) // max(1, readings // blocks)), blocks)
+    y = np.array(values)
+    pairs = np.einsum("ki,kj->kij", y[1:], y[:-1])
+    return np.array([chunk.mean(axis=0) for chunk in np.array_split(pairs, blocks)])
+
+
+def expnegm_bound(session: Session, transformed: Transformed, E: np.ndarray,
+                  t: float) -> Parts:
+    """First-order bound on ||e^{-tA} - estimate||_F (before the e^{alpha t} gain) from the
+    drift's quantization and mismatch and the readings' offsets and ADC rounding.
+
+    An error dA in A moves e^{-tA} by at most t ||dA||_2 max_{0<=s<=t} ||e^{-sA}||_2
+    ||e^{-(t-s)A}||_2, taken as t ||dA||_2 max(1, ||E||_2)^2 (exact for normal A); dA = L E L^-1
+    for an error E in the device's drift. Reading errors enter like lyapunov's.
+    """
+    L = transformed.factor
+    singular = np.ones(1) if L is None else np.linalg.svd(L, compute_uv=False)
+    conditioning = float(singular[0] / singular[-1])
+    rounding = float(np.linalg.norm(programmed_error(session, transformed.drift,
+                                                     transformed.scale), 2))
+    norm_e = max(1.0, float(np.linalg.norm(E, 2)))
+    sensitivity = t * conditioning * norm_e**2
+    s, kappa0 = transformed.scale, session.kappa0
+    # ||Y_1||_2 = 1 / sigma_min(L)^2 for Y_1 = L^-1 L^-T; the drift's inverse ~ 2 Y_1 / s.
+    inverse_norm = 2.0 / (float(singular[-1]) ** 2 * s)
+    reading = (moment_error(session, E.shape[0], inverse_norm) * s / (2 * kappa0)
+               * float(singular[0]) ** 2)
+    return (sensitivity * rounding,
+            sensitivity * mismatch_bound(session, transformed.drift), reading)
