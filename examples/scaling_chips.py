@@ -4,7 +4,7 @@ contiguous: 605 | 605) and on 4 chips (contiguous, 303 | 303 | 302 | 302), again
 NGD, on the same seeds; then the simulated time of the chips' part of an iteration with a link
 per chip and with one shared link; then, without noise, how far each partition's exact
 block-diagonal direction is from exact NGD's along an exact NGD run (seed SEED): the cosine of
-their angle and their relative difference.
+their angle, their relative difference and their length ratio.
 
     python examples/scaling_chips.py [--quick] [--seeds 3] [--out PREFIX]
 
@@ -63,8 +63,9 @@ def timing_table(results):
 
 def agreement(data_name, seed, iterations, every=25):
     """Along exact NGD's run (BASE's model, lambda, lr, batches), every ``every`` iterations:
-    per multi-chip partition, (cosine, relative difference) between the exact block-diagonal
-    direction blockdiag(C_ii + lambda I)^-1 g and the exact direction (C + lambda I)^-1 g."""
+    per multi-chip partition, the cosine, relative difference and length ratio of the exact
+    block-diagonal direction blockdiag(C_ii + lambda I)^-1 g to the exact direction
+    (C + lambda I)^-1 g."""
     data = load(data_name)
     model = build_model("mlp", data, BASE.hidden, seed)
     params, lam = ParameterSet(model), BASE.damping
@@ -81,7 +82,8 @@ def agreement(data_name, seed, iterations, every=25):
                 blocks = torch.split(torch.arange(params.n), block_sizes(params, chips, partition))
                 d = torch.cat([torch.linalg.solve(A[b][:, b], g[b]) for b in blocks])
                 row.append((float(d @ exact / (d.norm() * exact.norm())),
-                            float((d - exact).norm() / exact.norm())))
+                            float((d - exact).norm() / exact.norm()),
+                            float(d.norm() / exact.norm())))
             rows.append(row)
         optimizer.step(x, y)
     return rows
@@ -89,10 +91,10 @@ def agreement(data_name, seed, iterations, every=25):
 
 def agreement_table(rows):
     print("\nexact block-diagonal direction against exact NGD's along an NGD run "
-          "(cosine / relative difference):")
-    print(f"  {'iteration':>9} " + " ".join(f"{name:>22}" for name, _, _ in CHIPS[1:]))
-    for k, *pairs in rows:
-        print(f"  {k:>9} " + " ".join(f"{c:>12.3f} / {r:>7.3f}" for c, r in pairs))
+          "(cosine / relative difference / length ratio):")
+    print(f"  {'iteration':>9} " + " ".join(f"{name:>24}" for name, _, _ in CHIPS[1:]))
+    for k, *triples in rows:
+        print(f"  {k:>9} " + " ".join(f"{c:>8.3f} / {r:>5.2f} / {n:>5.2f}" for c, r, n in triples))
 
 
 DESCRIPTION = "TNGD on 1, 2 and 4 chips (block-diagonal) vs exact NGD on digits (MLP 64-16-10)"
