@@ -183,18 +183,27 @@ def test_chips_run_concurrently(spu_chips):
     assert two < 1.5 * one, (one, two)
 
 
+@pytest.mark.spu_config(kappa0=0.001, curve=True)
 @pytest.mark.daemon
-def test_spu_train_on_two_chips_prices_their_critical_path(tmp_path):
-    """``spu train --chips 2 --link shared``: two private daemons, one record with both
+def test_spu_train_on_two_curve_daemons_prices_their_critical_path(spu_chips, spu_daemon_pool,
+                                                                   tmp_path):
+    """``spu train --connect EP1,EP2 --curve-... --link shared``: two running daemons that
+    answer CURVE clients only (the keys passed through to both), one record with both
     configurations, each row's blocks and per-chip phases, and an iteration time (Algorithm 1:
     digital, then the device part) whose device part is the two chips' critical path."""
+    spu_chips(2)
+    daemons = [spu_daemon_pool.get({"kappa0": 0.001, "curve": True}, chip=i) for i in (0, 1)]
+    keys = daemons[0].curve_keys
     path = tmp_path / "run.json"
-    result = subprocess.run([SPU, "train", "--model", "softmax", "--chips", "2", "--partition",
-                             "contiguous", "--link", "shared", "--iterations", "3", "--t", "1",
+    result = subprocess.run([SPU, "train", "--model", "softmax", "--partition", "contiguous",
+                             "--connect", ",".join(d.endpoint for d in daemons),
+                             "--curve-server-key", str(keys["curve_server_key"]),
+                             "--curve-client-key", str(keys["curve_client_key"]),
+                             "--link", "shared", "--iterations", "3", "--t", "1",
                              "--json", str(path)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     record = json.loads(path.read_text())
-    assert [chip["seed"] for chip in record["config"]["devices"]] == [0, 1]
+    assert len(record["config"]["devices"]) == 2
     (run,) = record["runs"]
     assert run["label"] == "tngd (t=1τ, 2 chips)"
     for row in run["rows"]:
