@@ -56,7 +56,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -243,21 +243,37 @@ class TNGD(NaturalGradient):
     hyperparameters are the defaults: lr 0.01, damping lambda 0.01, t = 50 tau, Algorithm 1's
     reset rule; ``update=Adam(1e-3, betas=(0.0, 0.0))`` is TNGD-Adam as the paper ran it.
     ``device``: a connected Device with room for N (else the daemon refuses the upload with
-    CAPACITY_EXCEEDED: spawn it with more ``cells``). The other options are
+    CAPACITY_EXCEEDED: spawn it with more ``cells``); or ``devices``, several chips as one
+    block-diagonal preconditioner, the parameters cut by ``partition`` ("layer",
+    "contiguous" or a list of block sizes) and the chips' transfers on a ``link`` "separate"
+    or "shared" (host/training/multichip.py). The other options are
     :class:`ThermodynamicNGD`'s and NaturalGradient's (params, loss, lr, momentum, update,
     curvature); ``pipelined``: solve with the previous step's factors (module doc)."""
 
     name = "tngd"
 
     def __init__(self, model: nn.Module, params: Iterable[Any] | None = None, *,
-                 device: Device, t: Schedule = 50.0, delay: Schedule = 0.0,
+                 device: Device | None = None, devices: Sequence[Device] | None = None,
+                 partition: str | Sequence[int] = "layer", link: str = "separate",
+                 t: Schedule = 50.0, delay: Schedule = 0.0,
                  warm_start: bool | None = None, readout: str = "final",
                  pipelined: bool = False, seed: int | None = None,
                  integrator: str = "auto", **options: Any) -> None:
         super().__init__(model, params, **options)
-        self.solver = ThermodynamicNGD(device, damping=self.damping, t=t, delay=delay,
-                                       warm_start=warm_start, readout=readout, seed=seed,
-                                       integrator=integrator)
+        if (device is None) == (devices is None):
+            raise TypeError("TNGD needs device=... (one chip) or devices=[...] (several)")
+        solver = {"damping": self.damping, "t": t, "delay": delay, "warm_start": warm_start,
+                  "readout": readout, "seed": seed, "integrator": integrator}
+        if devices is None:
+            self.solver = ThermodynamicNGD(device, **solver)
+        else:
+            from spusim.training import multichip  # it builds on this module
+
+            chosen = ParameterSet(model, [p for g in self.param_groups for p in g["params"]])
+            cells = min(int(chip.config["cells"]) for chip in devices)
+            self.solver = multichip.BlockDiagonalNGD(
+                devices, multichip.block_sizes(chosen, len(devices), partition, cells),
+                link=link, **solver)
         self.pipelined = pipelined
         self._pending: tuple[Factors, torch.Tensor] | None = None
 
