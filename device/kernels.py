@@ -73,12 +73,36 @@ def _track(x, adc):
 
 
 @njit(cache=True, nogil=True)
-def _sample(x, record, sums, batch, filled, adc, reading, rng):
+def _lag(sample, lag):
+    """The on-device lag correlator: add sample x_k times the sample L before it, x_{k-L}^T,
+    to the lag sum, then keep x_k in the ring buffer of the last L samples.
+
+    lag = (ring (L, N), sum_lag (N, N), position (2,) int64 [next slot, samples held <= L]);
+    L = 0 (ring (0, N)): no correlator. The first L samples of a run add no product.
+    """
+    ring, sum_lag, position = lag
+    size = ring.shape[0]
+    if size == 0:
+        return
+    slot = position[0]
+    if position[1] == size:
+        for i in range(sample.size):
+            for j in range(sample.size):
+                sum_lag[i, j] += sample[i] * ring[slot, j]
+    else:
+        position[1] += 1
+    ring[slot, :] = sample
+    position[0] = slot + 1 if slot + 1 < size else 0
+
+
+@njit(cache=True, nogil=True)
+def _sample(x, record, sums, lag, batch, filled, adc, reading, rng):
     """The ADC takes one sample of x, or of the filter output adc[3] when the readout has an
     anti-alias filter (see :func:`_track`). Returns -1 if x is not finite (the run diverged),
     else the new fill level of the second-moment buffer ``batch`` (empty when not recording).
 
-    sums = (sum_x (N,), sum_xx (N, N)); ``reading`` (N,) is scratch for the converted sample.
+    sums = (sum_x (N,), sum_xx (N, N)); ``reading`` (N,) is scratch for the converted sample;
+    ``lag`` as in :func:`_lag`.
     """
     n = x.size
     for i in range(n):
@@ -93,6 +117,7 @@ def _sample(x, record, sums, batch, filled, adc, reading, rng):
     sum_x, sum_xx = sums
     for i in range(n):
         sum_x[i] += sample[i]
+    _lag(sample, lag)
     if batch.shape[0] == 0:
         return filled
     batch[filled, :] = sample
@@ -110,13 +135,14 @@ def _second_moment_buffer(second_moments, n):
 
 @njit(cache=True, nogil=True)
 def euler_maruyama_run(A, b, x, h, noise_scale, n_samples, steps_per_sample, rng,
-                       record, second_moments, sums, adc):
+                       record, second_moments, sums, lag, adc):
     """Euler-Maruyama for dx = -(A x - b) dt + sqrt(2 kappa0) dW, t in units of tau.
 
     A: (N, N); b, x: (N,), x updated in place. h: step in tau; noise_scale: sqrt(2 kappa0 h).
     Runs ``n_samples`` ADC samples of ``steps_per_sample`` steps each; when ``record`` adds each
     sample (as the ADC reads it, see :func:`_convert`) to sums = (sum_x (N,), sum_xx (N, N)),
-    the outer products only with ``second_moments``. Returns the number of samples taken:
+    the outer products only with ``second_moments``, and its lag product to ``lag`` (see
+    :func:`_lag`; :func:`no_lag` for none). Returns the number of samples taken:
     fewer than ``n_samples`` if the state stopped being finite (the run diverged at the next);
     the sums are then incomplete (buffered outer products are not added) and the caller
     discards them.
@@ -131,7 +157,7 @@ def euler_maruyama_run(A, b, x, h, noise_scale, n_samples, steps_per_sample, rng
             for i in range(n):
                 x[i] += h * (b[i] - ax[i]) + noise_scale * rng.standard_normal()
             _track(x, adc)
-        filled = _sample(x, record, sums, batch, filled, adc, reading, rng)
+        filled = _sample(x, record, sums, lag, batch, filled, adc, reading, rng)
         if filled < 0:
             return sample
     _flush(batch, filled, sums[1])
@@ -140,7 +166,7 @@ def euler_maruyama_run(A, b, x, h, noise_scale, n_samples, steps_per_sample, rng
 
 @njit(cache=True, nogil=True)
 def euler_maruyama_factored_run(J, H, damping, b, x, h, noise_scale, n_samples,
-                                steps_per_sample, rng, record, second_moments, sums, adc):
+                                steps_per_sample, rng, record, second_moments, sums, lag, adc):
     """Euler-Maruyama for the factored drift (J^T H J + diag(damping)) x - b, O(mN) a step.
 
     J: (m, N), H: (m, m), damping: (N,) per-cell lambda. The N x N matrix is never formed.
@@ -159,7 +185,7 @@ def euler_maruyama_factored_run(J, H, damping, b, x, h, noise_scale, n_samples,
                 x[i] += (h * (b[i] - drift[i] - damping[i] * x[i])
                          + noise_scale * rng.standard_normal())
             _track(x, adc)
-        filled = _sample(x, record, sums, batch, filled, adc, reading, rng)
+        filled = _sample(x, record, sums, lag, batch, filled, adc, reading, rng)
         if filled < 0:
             return sample
     _flush(batch, filled, sums[1])
@@ -168,7 +194,7 @@ def euler_maruyama_factored_run(J, H, damping, b, x, h, noise_scale, n_samples,
 
 @njit(cache=True, nogil=True)
 def exact_modal_run(decay, drive, noise_sd, y, filtered, g, basis, n_samples, rng,
-                    record, second_moments, sums, adc):
+                    record, second_moments, sums, lag, adc):
     """Exact OU transition over one sample interval, in the eigenbasis of A = V diag(lam) V^T.
 
     The coordinates y = V^T x evolve independently: y <- decay * y + drive + noise_sd * z1 with
@@ -199,9 +225,9 @@ def exact_modal_run(decay, drive, noise_sd, y, filtered, g, basis, n_samples, rn
             y[i] = decay[i] * y[i] + drive[i] + noise_sd[i] * z
         if converting:
             np.dot(basis, observed, x)
-            filled = _sample(x, record, sums, batch, filled, adc, reading, rng)
+            filled = _sample(x, record, sums, lag, batch, filled, adc, reading, rng)
         else:
-            filled = _sample(observed, record, sums, batch, filled, adc, reading, rng)
+            filled = _sample(observed, record, sums, lag, batch, filled, adc, reading, rng)
         if filled < 0:
             return sample
     _flush(batch, filled, sums[1])
@@ -210,7 +236,7 @@ def exact_modal_run(decay, drive, noise_sd, y, filtered, g, basis, n_samples, rn
 
 @njit(cache=True, nogil=True)
 def exact_factored_run(U, alpha, beta, decay_perp, noise_perp, drive, x, n_samples, rng,
-                       record, second_moments, sums, adc):
+                       record, second_moments, sums, lag, adc):
     """Exact OU transition over one sample interval for A = J^T H J + lam I, kept factored
     (device.transition.FactoredTransition): with xi ~ N(0, I_N),
 
@@ -234,7 +260,7 @@ def exact_factored_run(U, alpha, beta, decay_perp, noise_perp, drive, x, n_sampl
         np.dot(U, coefficients, back)
         for i in range(n):
             x[i] = decay_perp * x[i] + noise_perp * pair[1, i] + drive[i] + back[i]
-        filled = _sample(x, record, sums, batch, filled, adc, reading, rng)
+        filled = _sample(x, record, sums, lag, batch, filled, adc, reading, rng)
         if filled < 0:
             return sample
     _flush(batch, filled, sums[1])
@@ -271,6 +297,21 @@ def ideal_adc(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return np.zeros(n), np.zeros(ADC_PARAMETERS), np.zeros(1, dtype=np.int64), np.zeros(n)
 
 
+LagState = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def lag_correlator(lag_samples: int, n: int) -> LagState:
+    """An empty lag correlator for ``lag_samples`` = L sample intervals and N cells (the
+    kernels' ``lag`` argument: ring (L, N), sum_lag (N, N), position (2,) int64)."""
+    return (np.zeros((lag_samples, n)), np.zeros((n, n) if lag_samples else (0, 0)),
+            np.zeros(2, dtype=np.int64))
+
+
+def no_lag(n: int) -> LagState:
+    """The ``lag`` argument of a run without the correlator."""
+    return lag_correlator(0, n)
+
+
 def warm_up() -> None:
     """Compile (or load from the cache) every kernel with its one canonical signature."""
     n = 2
@@ -278,12 +319,14 @@ def warm_up() -> None:
     sums = (np.zeros(n), np.zeros((n, n)))
     rng = np.random.default_rng(0)
     adc = ideal_adc(n)
+    lag = lag_correlator(1, n)
     asymmetry(A)
-    euler_maruyama_run(A, vec, x, 0.1, 0.1, 1, 1, rng, True, True, sums, adc)
-    euler_maruyama_factored_run(A, A, vec, vec, x, 0.1, 0.1, 1, 1, rng, True, True, sums, adc)
+    euler_maruyama_run(A, vec, x, 0.1, 0.1, 1, 1, rng, True, True, sums, lag, adc)
+    euler_maruyama_factored_run(A, A, vec, vec, x, 0.1, 0.1, 1, 1, rng, True, True, sums, lag,
+                                adc)
     exact_modal_run(vec, vec, vec, x, np.zeros((5, n)), vec.copy(), A, 1, rng, True, True, sums,
-                    adc)
-    exact_factored_run(A, vec, vec, 0.5, 0.1, vec, x, 1, rng, True, True, sums, adc)
+                    lag, adc)
+    exact_factored_run(A, vec, vec, 0.5, 0.1, vec, x, 1, rng, True, True, sums, lag, adc)
     from spusim.device import kernels_linear  # it builds on this module's sampling helpers
 
     kernels_linear.warm_up()
@@ -299,7 +342,8 @@ def seconds_per_cell_step(n: int = 128, steps: int = 200) -> float:
     sums = (np.zeros(n), np.zeros((0, 0)))
     rng = np.random.default_rng(0)
     started = time.perf_counter()
-    euler_maruyama_run(A, vec, x, 0.1, 0.1, steps, 1, rng, True, False, sums, ideal_adc(n))
+    euler_maruyama_run(A, vec, x, 0.1, 0.1, steps, 1, rng, True, False, sums, no_lag(n),
+                       ideal_adc(n))
     return (time.perf_counter() - started) / (steps * n * n)
 
 
