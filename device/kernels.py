@@ -78,12 +78,11 @@ def _lag(sample, lag):
     to the lag sum, then keep x_k in the ring buffer of the last L samples.
 
     lag = (ring (L, N), sum_lag (N, N), position (2,) int64 [next slot, samples held <= L]);
-    L = 0 (ring (0, N)): no correlator. The first L samples of a run add no product.
+    L >= 1 (L = 0, ring (0, N), is no correlator: the caller skips it). The first L samples of
+    a run add no product.
     """
     ring, sum_lag, position = lag
     size = ring.shape[0]
-    if size == 0:
-        return
     slot = position[0]
     if position[1] == size:
         for i in range(sample.size):
@@ -96,13 +95,20 @@ def _lag(sample, lag):
 
 
 @njit(cache=True, nogil=True)
-def _sample(x, record, sums, lag, batch, filled, adc, reading, rng):
+def _read_value(x, adc, reading):
+    """The array holding the sample :func:`_sample` just recorded of x."""
+    if adc[1][ADC_ACTIVE] != 0.0:
+        return reading
+    return adc[3] if adc[1][FILTER_GAIN] > 0.0 else x
+
+
+@njit(cache=True, nogil=True)
+def _sample(x, record, sums, batch, filled, adc, reading, rng):
     """The ADC takes one sample of x, or of the filter output adc[3] when the readout has an
     anti-alias filter (see :func:`_track`). Returns -1 if x is not finite (the run diverged),
     else the new fill level of the second-moment buffer ``batch`` (empty when not recording).
 
-    sums = (sum_x (N,), sum_xx (N, N)); ``reading`` (N,) is scratch for the converted sample;
-    ``lag`` as in :func:`_lag`.
+    sums = (sum_x (N,), sum_xx (N, N)); ``reading`` (N,) is scratch for the converted sample.
     """
     n = x.size
     for i in range(n):
@@ -117,7 +123,6 @@ def _sample(x, record, sums, lag, batch, filled, adc, reading, rng):
     sum_x, sum_xx = sums
     for i in range(n):
         sum_x[i] += sample[i]
-    _lag(sample, lag)
     if batch.shape[0] == 0:
         return filled
     batch[filled, :] = sample
@@ -151,15 +156,18 @@ def euler_maruyama_run(A, b, x, h, noise_scale, n_samples, steps_per_sample, rng
     ax, reading = np.empty(n), np.empty(n)
     batch = _second_moment_buffer(second_moments, n)
     filled = 0
+    lagging = record and lag[0].shape[0] > 0
     for sample in range(n_samples):
         for _ in range(steps_per_sample):
             np.dot(A, x, ax)
             for i in range(n):
                 x[i] += h * (b[i] - ax[i]) + noise_scale * rng.standard_normal()
             _track(x, adc)
-        filled = _sample(x, record, sums, lag, batch, filled, adc, reading, rng)
+        filled = _sample(x, record, sums, batch, filled, adc, reading, rng)
         if filled < 0:
             return sample
+        if lagging:
+            _lag(_read_value(x, adc, reading), lag)
     _flush(batch, filled, sums[1])
     return n_samples
 
@@ -176,6 +184,7 @@ def euler_maruyama_factored_run(J, H, damping, b, x, h, noise_scale, n_samples,
     jx, hjx, drift, reading = np.empty(J.shape[0]), np.empty(J.shape[0]), np.empty(n), np.empty(n)
     batch = _second_moment_buffer(second_moments, n)
     filled = 0
+    lagging = record and lag[0].shape[0] > 0
     for sample in range(n_samples):
         for _ in range(steps_per_sample):
             np.dot(J, x, jx)
@@ -185,9 +194,11 @@ def euler_maruyama_factored_run(J, H, damping, b, x, h, noise_scale, n_samples,
                 x[i] += (h * (b[i] - drift[i] - damping[i] * x[i])
                          + noise_scale * rng.standard_normal())
             _track(x, adc)
-        filled = _sample(x, record, sums, lag, batch, filled, adc, reading, rng)
+        filled = _sample(x, record, sums, batch, filled, adc, reading, rng)
         if filled < 0:
             return sample
+        if lagging:
+            _lag(_read_value(x, adc, reading), lag)
     _flush(batch, filled, sums[1])
     return n_samples
 
@@ -216,6 +227,7 @@ def exact_modal_run(decay, drive, noise_sd, y, filtered, g, basis, n_samples, rn
     x, reading = np.empty(n), np.empty(n)
     batch = _second_moment_buffer(second_moments, n)
     filled = 0
+    lagging = record and lag[0].shape[0] > 0
     for sample in range(n_samples):
         for i in range(n):
             z = rng.standard_normal()
@@ -225,11 +237,13 @@ def exact_modal_run(decay, drive, noise_sd, y, filtered, g, basis, n_samples, rn
             y[i] = decay[i] * y[i] + drive[i] + noise_sd[i] * z
         if converting:
             np.dot(basis, observed, x)
-            filled = _sample(x, record, sums, lag, batch, filled, adc, reading, rng)
+            filled = _sample(x, record, sums, batch, filled, adc, reading, rng)
         else:
-            filled = _sample(observed, record, sums, lag, batch, filled, adc, reading, rng)
+            filled = _sample(observed, record, sums, batch, filled, adc, reading, rng)
         if filled < 0:
             return sample
+        if lagging:
+            _lag(reading if converting else observed, lag)
     _flush(batch, filled, sums[1])
     return n_samples
 
@@ -250,6 +264,7 @@ def exact_factored_run(U, alpha, beta, decay_perp, noise_perp, drive, x, n_sampl
     coefficients, back, reading = np.empty(r), np.empty(n), np.empty(n)
     batch = _second_moment_buffer(second_moments, n)
     filled = 0
+    lagging = record and lag[0].shape[0] > 0
     for sample in range(n_samples):
         for i in range(n):
             pair[0, i] = x[i]
@@ -260,9 +275,11 @@ def exact_factored_run(U, alpha, beta, decay_perp, noise_perp, drive, x, n_sampl
         np.dot(U, coefficients, back)
         for i in range(n):
             x[i] = decay_perp * x[i] + noise_perp * pair[1, i] + drive[i] + back[i]
-        filled = _sample(x, record, sums, lag, batch, filled, adc, reading, rng)
+        filled = _sample(x, record, sums, batch, filled, adc, reading, rng)
         if filled < 0:
             return sample
+        if lagging:
+            _lag(_read_value(x, adc, reading), lag)
     _flush(batch, filled, sums[1])
     return n_samples
 

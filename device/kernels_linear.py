@@ -15,6 +15,8 @@ from numba import njit
 
 from spusim.device.kernels import (
     _flush,
+    _lag,
+    _read_value,
     _sample,
     _second_moment_buffer,
     ideal_adc,
@@ -45,6 +47,7 @@ def linear_sde_run(phi, drive, noise_factor, z, n_samples, rng, record, second_m
     moved, reading = np.empty(d), np.empty(n_observed)
     batch = _second_moment_buffer(record and second_moments, n_observed)
     filled = 0
+    lagging = record and lag[0].shape[0] > 0
     done = 0
     while done < n_samples:
         block = min(_NOISE_BATCH, n_samples - done)
@@ -63,9 +66,11 @@ def linear_sde_run(phi, drive, noise_factor, z, n_samples, rng, record, second_m
             for i in range(n_observed, d):  # _sample checks the observed part
                 if not np.isfinite(z[i]):
                     return done + k
-            filled = _sample(z[:n_observed], record, sums, lag, batch, filled, adc, reading, rng)
+            filled = _sample(z[:n_observed], record, sums, batch, filled, adc, reading, rng)
             if filled < 0:
                 return done + k
+            if lagging:
+                _lag(_read_value(z[:n_observed], adc, reading), lag)
         done += block
     _flush(batch, filled, sums[1])
     return n_samples
