@@ -41,7 +41,8 @@ def _device(config: dict, program) -> EmulatedSPU:  # type: ignore[no-untyped-de
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_lag_moment_is_numpy_on_the_same_samples(path: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_lag_moment_is_numpy_on_the_same_samples(path: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """One run with the correlator against runs of one sample each, read one by one (reads
     priced at 0 ns here, so a programmed change settles at the same device times in both)."""
     monkeypatch.setattr(TimingModel, "readout", lambda self, cells, n_values: {})

@@ -479,8 +479,9 @@ class Device:
 
         Work per sample: the exact integrator O(N) (16 N; the factored form's elements; 4 N^2 on
         second-order cells), Euler-Maruyama the programmed elements per step, plus a fixed part
-        per sample and N^2 for second moments or lag products. Against a 1.2 daemon heartbeats keep a call
-        waiting while the daemon works on it, so this bound matters for older daemons only.
+        per sample and N^2 for second moments or lag products. Against a 1.2 daemon heartbeats
+        keep a call waiting while the daemon works on it, so this bound matters for older
+        daemons only.
         """
         config = self._info.get("config", {})
         per_cell_step = float(self._info.get("seconds_per_cell_step", 1e-8))
