@@ -73,9 +73,11 @@ def _track(x, adc):
 
 
 @njit(cache=True, nogil=True)
-def _lag(sample, lag):
-    """The on-device lag correlator: add sample x_k times the sample L before it, x_{k-L}^T,
-    to the lag sum, then keep x_k in the ring buffer of the last L samples.
+def _lag(sample, lag, pairs, paired):
+    """The on-device lag correlator: pair sample x_k with the sample L before it, x_{k-L}, for
+    the lag sum, then keep x_k in the ring buffer of the last L samples. Returns the new fill
+    level of ``pairs`` (2, SECOND_MOMENT_BATCH, N): rows x_k and x_{k-L}, whose products
+    :func:`_flush_pairs` adds to the lag sum as one BLAS product when it is full.
 
     lag = (ring (L, N), sum_lag (N, N), position (2,) int64 [next slot, samples held <= L]);
     L >= 1 (L = 0, ring (0, N), is no correlator: the caller skips it). The first L samples of
@@ -85,13 +87,29 @@ def _lag(sample, lag):
     size = ring.shape[0]
     slot = position[0]
     if position[1] == size:
-        for i in range(sample.size):
-            for j in range(sample.size):
-                sum_lag[i, j] += sample[i] * ring[slot, j]
+        pairs[0, paired, :] = sample
+        pairs[1, paired, :] = ring[slot]
+        paired += 1
+        if paired == pairs.shape[1]:
+            _flush_pairs(pairs, paired, sum_lag)
+            paired = 0
     else:
         position[1] += 1
     ring[slot, :] = sample
     position[0] = slot + 1 if slot + 1 < size else 0
+    return paired
+
+
+@njit(cache=True, nogil=True)
+def _flush_pairs(pairs, paired, sum_lag):
+    """Add x_k x_{k-L}^T of the first ``paired`` buffered pairs to ``sum_lag``."""
+    if paired > 0:
+        sum_lag += np.dot(pairs[0, :paired].T, pairs[1, :paired])
+
+
+@njit(cache=True, nogil=True)
+def _pair_buffer(lagging, n):
+    return np.empty((2, SECOND_MOMENT_BATCH if lagging else 0, n))
 
 
 @njit(cache=True, nogil=True)
@@ -157,6 +175,7 @@ def euler_maruyama_run(A, b, x, h, noise_scale, n_samples, steps_per_sample, rng
     batch = _second_moment_buffer(second_moments, n)
     filled = 0
     lagging = record and lag[0].shape[0] > 0
+    pairs, paired = _pair_buffer(lagging, n), 0
     for sample in range(n_samples):
         for _ in range(steps_per_sample):
             np.dot(A, x, ax)
@@ -167,8 +186,9 @@ def euler_maruyama_run(A, b, x, h, noise_scale, n_samples, steps_per_sample, rng
         if filled < 0:
             return sample
         if lagging:
-            _lag(_read_value(x, adc, reading), lag)
+            paired = _lag(_read_value(x, adc, reading), lag, pairs, paired)
     _flush(batch, filled, sums[1])
+    _flush_pairs(pairs, paired, lag[1])
     return n_samples
 
 
@@ -185,6 +205,7 @@ def euler_maruyama_factored_run(J, H, damping, b, x, h, noise_scale, n_samples,
     batch = _second_moment_buffer(second_moments, n)
     filled = 0
     lagging = record and lag[0].shape[0] > 0
+    pairs, paired = _pair_buffer(lagging, n), 0
     for sample in range(n_samples):
         for _ in range(steps_per_sample):
             np.dot(J, x, jx)
@@ -198,8 +219,9 @@ def euler_maruyama_factored_run(J, H, damping, b, x, h, noise_scale, n_samples,
         if filled < 0:
             return sample
         if lagging:
-            _lag(_read_value(x, adc, reading), lag)
+            paired = _lag(_read_value(x, adc, reading), lag, pairs, paired)
     _flush(batch, filled, sums[1])
+    _flush_pairs(pairs, paired, lag[1])
     return n_samples
 
 
@@ -228,6 +250,7 @@ def exact_modal_run(decay, drive, noise_sd, y, filtered, g, basis, n_samples, rn
     batch = _second_moment_buffer(second_moments, n)
     filled = 0
     lagging = record and lag[0].shape[0] > 0
+    pairs, paired = _pair_buffer(lagging, n), 0
     for sample in range(n_samples):
         for i in range(n):
             z = rng.standard_normal()
@@ -243,8 +266,9 @@ def exact_modal_run(decay, drive, noise_sd, y, filtered, g, basis, n_samples, rn
         if filled < 0:
             return sample
         if lagging:
-            _lag(reading if converting else observed, lag)
+            paired = _lag(reading if converting else observed, lag, pairs, paired)
     _flush(batch, filled, sums[1])
+    _flush_pairs(pairs, paired, lag[1])
     return n_samples
 
 
@@ -265,6 +289,7 @@ def exact_factored_run(U, alpha, beta, decay_perp, noise_perp, drive, x, n_sampl
     batch = _second_moment_buffer(second_moments, n)
     filled = 0
     lagging = record and lag[0].shape[0] > 0
+    pairs, paired = _pair_buffer(lagging, n), 0
     for sample in range(n_samples):
         for i in range(n):
             pair[0, i] = x[i]
@@ -279,8 +304,9 @@ def exact_factored_run(U, alpha, beta, decay_perp, noise_perp, drive, x, n_sampl
         if filled < 0:
             return sample
         if lagging:
-            _lag(_read_value(x, adc, reading), lag)
+            paired = _lag(_read_value(x, adc, reading), lag, pairs, paired)
     _flush(batch, filled, sums[1])
+    _flush_pairs(pairs, paired, lag[1])
     return n_samples
 
 

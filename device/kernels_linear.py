@@ -15,7 +15,9 @@ from numba import njit
 
 from spusim.device.kernels import (
     _flush,
+    _flush_pairs,
     _lag,
+    _pair_buffer,
     _read_value,
     _sample,
     _second_moment_buffer,
@@ -48,6 +50,7 @@ def linear_sde_run(phi, drive, noise_factor, z, n_samples, rng, record, second_m
     batch = _second_moment_buffer(record and second_moments, n_observed)
     filled = 0
     lagging = record and lag[0].shape[0] > 0
+    pairs, paired = _pair_buffer(lagging, n_observed), 0
     done = 0
     while done < n_samples:
         block = min(_NOISE_BATCH, n_samples - done)
@@ -70,9 +73,10 @@ def linear_sde_run(phi, drive, noise_factor, z, n_samples, rng, record, second_m
             if filled < 0:
                 return done + k
             if lagging:
-                _lag(_read_value(z[:n_observed], adc, reading), lag)
+                paired = _lag(_read_value(z[:n_observed], adc, reading), lag, pairs, paired)
         done += block
     _flush(batch, filled, sums[1])
+    _flush_pairs(pairs, paired, lag[1])
     return n_samples
 
 
