@@ -47,6 +47,12 @@ def test_training_demo_trains_both_optimizers_and_writes_the_plot(tmp_path: Path
         assert iterations == 40 and sim_ms > 0 and host_s > 0
     assert table["tngd (t=5τ)"][4] > 40 * 5e-3
     assert png.read_bytes()[:8] == PNG_MAGIC
+    # the regime and the verdict: its kappa0, the closed form at kappa0 = 0.001, who wins in
+    # simulated time and the timing model's ratio versus N
+    assert "thermal noise kappa0 = 0.0001" in stdout
+    assert re.search(r"at kappa0 = 0.001 it would be [\d.]+, at kappa0\* = ", stdout), stdout
+    assert re.search(r"(Adam|TNGD) wins in simulated time at this scale", stdout), stdout
+    assert "TNGD / Adam per iteration: " in stdout and "at N = 1e+06" in stdout
 
 
 @pytest.mark.parametrize("optimizer", ["ngd-cg", "tngd"])
