@@ -35,6 +35,22 @@ def test_average_of_samples_equals_the_double_sum_of_the_ou_covariance() -> None
                 v[-1, -1], rel=1e-12)
 
 
+def test_the_spectrum_finds_the_rank_of_a_singular_curvature() -> None:
+    """A GGN's H: blocks diag(p) - p p^T of softmax outputs (4 classes: rank 3 each), singular
+    like H_L; C = J^T H J for 8 samples has rank 8 x 3 = 24, however the roundoff of H's zero
+    eigenvalues falls."""
+    rng = np.random.default_rng(4)
+    blocks = []
+    for _ in range(8):
+        p = np.exp(rng.normal(size=4))
+        p /= p.sum()
+        blocks.append(np.diag(p) - np.outer(p, p))
+    H = np.zeros((32, 32))
+    for i, block in enumerate(blocks):
+        H[4 * i:4 * i + 4, 4 * i:4 * i + 4] = block
+    assert spectrum(rng.normal(size=(32, 60)), H, DAMPING).rank == 24
+
+
 def _problem() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(3)
     J = rng.normal(size=(M, N))

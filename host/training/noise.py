@@ -53,15 +53,16 @@ class Spectrum:
 
 def spectrum(J: np.ndarray, H: np.ndarray, damping: float, rtol: float = 1e-10) -> Spectrum:
     """The spectrum of J^T H J + damping I from J (m, N) and H (m, m) symmetric positive
-    semi-definite, by a thin SVD of J^T H^(1/2) (O(N m^2)); singular values below ``rtol`` of
-    the largest count as null space."""
+    semi-definite, by a thin SVD of J^T H^(1/2) (O(N m^2)); eigenvalues of J^T H J below
+    ``rtol`` of the largest count as null space (a softmax H_L is singular: its square root
+    leaves singular values of order 1e-9 of the largest where C has none)."""
     if damping <= 0:
         raise ValueError(f"damping must be > 0, got {damping}")
     J, H = np.asarray(J, dtype=np.float64), np.asarray(H, dtype=np.float64)
     w, V = np.linalg.eigh((H + H.T) / 2)
     root = (V * np.sqrt(np.clip(w, 0.0, None))) @ V.T
     U, s, _ = np.linalg.svd(J.T @ root, full_matrices=False)
-    keep = s > rtol * s.max() if s.size and s.max() > 0 else np.zeros(s.shape, bool)
+    keep = s**2 > rtol * s.max() ** 2 if s.size and s.max() > 0 else np.zeros(s.shape, bool)
     return Spectrum(s[keep] ** 2 + damping, U[:, keep], float(damping), J.shape[1])
 
 
