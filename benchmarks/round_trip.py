@@ -3,7 +3,9 @@ raw pyzmq DEALER/ROUTER ping-pong (8-byte payload, echo ROUTER in a subprocess, 
 
 Both peers run side by side; blocks of round trips alternate between them so drift hits both
 alike. Every round trip is timed alone (perf_counter_ns around the call); the table gives the
-median and the 99th percentile of each, and their ratio product / raw (lower is better).
+median and the 99th percentile of each, and their ratio product / raw (lower is better). A
+third row gives the CPU time of a round trip, client and server together (no target): on a
+shared machine it moves far less than wall time, and it is what the Python on both sides costs.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from _common import (
     RawServer,
     Row,
     base_parser,
+    interleaved_cpu,
     interleaved_samples,
     median,
     percentile,
@@ -40,11 +43,15 @@ def measure(blocks: int = 20, per_block: int = 500, warmup: int = 500,
             dealer.send(payload)
             dealer.recv()
 
+        daemon = device.process.process.pid
         try:
             samples, load = quietest(
                 lambda: interleaved_samples({"raw": raw, "ping": device.ping}, blocks=blocks,
                                             per_block=per_block, warmup=warmup),
-                retries=retries, pids=(server.pid, device.process.process.pid), what="round trip")
+                retries=retries, pids=(server.pid, daemon), what="round trip")
+            # blocks long enough (~0.5 s) for the 10 ms ticks of /proc's CPU times
+            cpu = interleaved_cpu({"raw": (raw, server.pid), "ping": (device.ping, daemon)},
+                                  blocks=4, per_block=5000)
         finally:
             dealer.close()
     rows = []
@@ -52,6 +59,8 @@ def measure(blocks: int = 20, per_block: int = 500, warmup: int = 500,
         rows.append(Row("round trip", f"Device.ping {label}", statistic(samples["ping"]),
                         statistic(samples["raw"]), "s", target=TARGET, time=True,
                         foreign_cores=load.cores, steal_cores=load.steal))
+    rows.append(Row("round trip", "Device.ping CPU, both sides", cpu["ping"], cpu["raw"], "s",
+                    time=True, foreign_cores=load.cores, steal_cores=load.steal))
     return rows
 
 

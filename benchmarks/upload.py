@@ -34,7 +34,7 @@ def measure(n: int = N, reps: int = 15, warmup: int = 3, retries: int = 1) -> li
         dealer = context.socket(zmq.DEALER)
         dealer.linger = 0
         dealer.connect(server.endpoint)
-        header = str(n).encode()
+        header = f"{n} {n}".encode()
 
         def raw() -> None:
             dealer.send_multipart([header, A], copy=False)

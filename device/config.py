@@ -57,7 +57,7 @@ class DeviceConfig:
     """
 
     cells: Annotated[int, quantity("cells", "capacity: the largest N of an N x N coupling",
-                                   ge=1, le=16384)] = 4096
+                                   ge=1, le=65536)] = 4096
     resistance_ohm: Annotated[float, quantity("ohm", "cell resistance R; tau = RC is the time "
                                               "unit of dx = -(A x - b) dt/tau + "
                                               "sqrt(2 kappa0/tau) dW", gt=0)] = 1e3

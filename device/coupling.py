@@ -88,7 +88,7 @@ class DenseCoupling:
                 check_realisable(A, "A", config.sign_capable)
             except ValueError as error:
                 raise ProtocolError(ErrorCode.NOT_REALISABLE, str(error)) from None
-        realised, clipped = config.coupling_dac.apply(A)
+        realised, clipped = _through_dac(A, config)
         if config.mismatch:
             n = A.shape[0]
             errors = (deviations(config.serial, Array.COUPLING, (n, n)) if general else
@@ -171,8 +171,8 @@ class FactoredCoupling:
             raise ProtocolError(ErrorCode.NON_FINITE, "J contains NaN or inf")
         _check_symmetric_finite(H, "H", "H")
         dac, sigma, serial = config.coupling_dac, config.mismatch, config.serial
-        J_chip, clipped_j = dac.apply(J)
-        H_chip, clipped_h = dac.apply(H)
+        J_chip, clipped_j = _through_dac(J, config)
+        H_chip, clipped_h = _through_dac(H, config)
         lam, clipped_l = dac.apply(np.full(n, damping))
         if sigma:
             J_chip *= 1 + sigma * deviations(serial, Array.JACOBIAN, (m, n))
@@ -315,6 +315,16 @@ def circuit_transition(A: np.ndarray, integrator: str, config: DeviceConfig) -> 
     interval = config.sample_interval_ns * per_ns
     return CircuitTransition(circuit, transition(circuit.drift, circuit.diffusion, interval),
                              filtered=bool(config.readout_tau_ns))
+
+
+def _through_dac(values: np.ndarray, config: DeviceConfig) -> tuple[np.ndarray, int]:
+    """Coupling values as the DAC converts them, and how many clipped. An ideal DAC on a chip
+    without mismatch changes nothing, so ``values`` itself is kept, not copied (a coupling's
+    arrays are never written to; the daemon's are its received frames): in-process callers
+    must not change an array they programmed."""
+    if config.coupling_dac.full_scale is None and not config.mismatch:
+        return values, 0
+    return config.coupling_dac.apply(values)
 
 
 def _check_capacity(n: int, elements: int, config: DeviceConfig) -> None:

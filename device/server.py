@@ -50,6 +50,7 @@ from spusim.device.sessions import (
     SessionTable,
 )
 from spusim.device.spu import EmulatedSPU
+from spusim.protocol.frames import send_frames
 from spusim.protocol import (
     ALLOWED_DTYPES,
     INTEGRATORS,
@@ -81,6 +82,7 @@ _IMMEDIATE_OPS = frozenset({"hello", "ping", "status", "shutdown", "acquire", "r
 _SESSIONLESS_OPS = frozenset({"hello", "ping", "status", "release", "inject_fault"})
 _MAX_FRAMES = 3 + MAX_ARRAYS  # routing id, REQ delimiter, header, arrays
 _POLL_MS = 100
+_RCVMORE = int(zmq.RCVMORE)
 # Why a stopped op is answered the way it is: the code of each reason.
 _STOPPED = {"shutdown": ErrorCode.SHUTTING_DOWN, "lease_expired": ErrorCode.LEASE_EXPIRED,
             "cancel": ErrorCode.CANCELLED}
@@ -228,7 +230,7 @@ class DeviceServer:
         (read one by one, never held)."""
         frames = [self._router.recv(copy=False)]
         dropped = 0
-        while self._router.rcvmore:
+        while self._router.getsockopt(_RCVMORE):  # the property costs an import lookup
             if len(frames) < _MAX_FRAMES:
                 frames.append(self._router.recv(copy=False))
             else:  # read into a scratch byte: no object per frame
@@ -290,13 +292,22 @@ class DeviceServer:
                     raise ProtocolError(ErrorCode.BAD_SHAPE, "the coupling matrix must be "
                                         f"square and 2-dimensional, got {list(A.shape)}")
                 check_capacity(A.shape[0], A.size, self.config)
-            case "program_factored":
+            case "solve_factored" if (analog := _analog_ns(request.op, args)) > self.max_run_ns:
+                raise ProtocolError(ErrorCode.BAD_ARGUMENT, f"solve_factored: delay_ns + "
+                                    f"burn_ns + record_ns = {analog} exceeds this daemon's "
+                                    f"longest run, {self.max_run_ns} ns", op=request.op,
+                                    argument="record_ns", limit=self.max_run_ns)
+            case "program_factored" | "solve_factored":
                 J, H = arrays["J"], arrays["H"]
                 if J.ndim != 2 or H.shape != (J.shape[0], J.shape[0]):
                     raise ProtocolError(ErrorCode.BAD_SHAPE, "J must be an m x N matrix and H "
                                         f"m x m, got {list(J.shape)} and {list(H.shape)}")
                 m, n = J.shape
                 check_capacity(n, m * (m + 2 * n), self.config)
+                vectors = [arrays[name] for name in ("b", "x") if name in arrays]
+                if any(vector.shape != (n,) for vector in vectors):
+                    raise ProtocolError(ErrorCode.BAD_SHAPE, f"{request.op}: b and x must have "
+                                        f"shape [{n}] to match J", expected=[n])
             case "set_bias" | "set_state":
                 vector = next(iter(arrays.values()))
                 if vector.ndim != 1 or vector.size > cells:
@@ -501,7 +512,7 @@ class DeviceServer:
 
     def _transmit(self, frames: list[Any]) -> None:
         self._counters["replies"] += 1
-        self._router.send_multipart(frames, copy=False)
+        send_frames(self._router, frames)
 
     def _send_delayed(self, now: float) -> None:
         while self._delayed and self._delayed[0][0] <= now:
@@ -610,6 +621,8 @@ class DeviceServer:
             error = failure
             if failure.code == ErrorCode.CANCELLED:
                 error = _stopped(job, failure.details["completed_ns"])
+                if "completed" in failure.details:  # solve_factored: the steps done before
+                    error.details["completed"] = failure.details["completed"]
         except Exception as exc:  # a daemon bug: report it, keep serving
             log.exception("op %s (id %s) failed", request.op, request.id)
             error = _internal(request.op, exc)
@@ -624,7 +637,8 @@ class DeviceServer:
         """CLOCK_OVERFLOW, before anything changes, if the op could carry the clock past
         ``CLOCK_LIMIT_NS``: a run by its duration, every op by the most any non-run op costs."""
         now = self.spu.clock.now_ns
-        needed = self._op_clock_ns + (args["duration_ns"] if request.op == "run" else 0)
+        needed = (self._op_clock_ns * (_FUSED_OPS if request.op == "solve_factored" else 1)
+                  + _analog_ns(request.op, args))
         if now + needed > CLOCK_LIMIT_NS:
             raise ProtocolError(ErrorCode.CLOCK_OVERFLOW, f"the simulated clock is at {now} "
                                 f"ns; this op could advance it by {needed} ns, past "
@@ -674,6 +688,10 @@ class DeviceServer:
                 return result, self.faults.corrupt_readout(read_arrays)
             case "reset":
                 return spu.reset()
+            case "solve_factored":
+                result, solved = spu.solve_factored(arrays["J"], arrays["H"], arrays["b"],
+                                                    x=arrays.get("x"), **args, cancel=cancel)
+                return result, self.faults.corrupt_readout(solved)
         raise AssertionError(f"op {request.op} has no handler")
 
 
@@ -751,9 +769,22 @@ def _stopped(job: _Job, completed_ns: int | None) -> ProtocolError:
         return ProtocolError(code, f"{job.request.op} was not executed: {words}",
                              reason=job.reason, completed_ns=0)
     return ProtocolError(code, f"{job.request.op} stopped after {completed_ns} ns of its "
-                         f"{job.args.get('duration_ns')} ns: {words}; the samples taken so "
-                         "far are in the averager", reason=job.reason,
+                         f"{_analog_ns(job.request.op, job.args)} ns: {words}; the samples "
+                         "taken so far are in the averager", reason=job.reason,
                          completed_ns=completed_ns)
+
+
+# Ops other than runs in one solve_factored: program_factored, set_bias, set_state, read.
+_FUSED_OPS = 4
+
+
+def _analog_ns(op: str, args: dict[str, Any]) -> int:
+    """The analog time an op runs the device for, ns: a run's, or a solve_factored's runs."""
+    if op == "run":
+        return int(args["duration_ns"])
+    if op == "solve_factored":
+        return int(args["delay_ns"] + args["burn_ns"] + args["record_ns"])
+    return 0
 
 
 def _internal(what: str, exc: Exception) -> ProtocolError:

@@ -9,6 +9,7 @@ nothing.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections.abc import Iterator
@@ -34,6 +35,8 @@ from spusim.timing import Phase, SimClock
 
 # Kernel work per chunk of a run (multiply-adds); between chunks a run can be cancelled.
 _CHUNK_WORK = 1 << 22
+
+log = logging.getLogger("spusim.device")
 
 Result = tuple[dict[str, Any], dict[str, np.ndarray]]
 
@@ -116,6 +119,12 @@ class EmulatedSPU:
                          reset_state: bool = False, integrator: str | None = None) -> Result:
         """Program the coupling J^T H J + damping I from J (m, N) and H (m, m). Runs use
         Euler-Maruyama unless ``integrator`` is "exact" (uniform damping, no readout filter)."""
+        return self._install(self._factored(J, H, damping, integrator), reset_state,
+                             integrator or "euler_maruyama")
+
+    def _factored(self, J: np.ndarray, H: np.ndarray, damping: float,
+                  integrator: str | None) -> FactoredCoupling:
+        """The factored coupling as this chip realises it, checked for ``integrator``."""
         if self.config.dynamics != "overdamped":
             raise ProtocolError(ErrorCode.BAD_ARGUMENT, "factored programming runs on "
                                 "overdamped cells only (second-order cells need the dense "
@@ -123,7 +132,69 @@ class EmulatedSPU:
         coupling = FactoredCoupling.program(J, H, damping, self.config)
         if integrator == "exact" and (reason := coupling.exact_unavailable(self.config)):
             raise ProtocolError(ErrorCode.BAD_ARGUMENT, reason, integrator=integrator)
-        return self._install(coupling, reset_state, integrator or "euler_maruyama")
+        return coupling
+
+    def solve_factored(self, J: np.ndarray, H: np.ndarray, b: np.ndarray, damping: float,
+                       record_ns: int, x: np.ndarray | None = None,
+                       integrator: str | None = None, delay_ns: int = 0, burn_ns: int = 0,
+                       seed: int | None = None,
+                       cancel: threading.Event | None = None) -> Result:
+        """One TNGD step in one request, doing exactly what these ops would do in turn:
+        run(delay_ns, record=false) under the coupling programmed before (if delay_ns > 0),
+        program_factored(J, H, damping, integrator), set_bias(b), set_state(x) (if x is
+        given), run(burn_ns, record=false) (if burn_ns > 0), run(record_ns, clear=true),
+        read(). ``seed`` restarts the noise stream at the first run.
+
+        Everything that can be checked before the first step is (the coupling, b and x
+        against its N, the durations), so a bad request changes nothing. A step that fails
+        later (a run's checks, divergence, cancellation) leaves the steps before it done, as
+        separate ops would, and its error lists them in ``details.completed``. Returns each
+        step's result in order ("steps": [{"op", "result"}]), their phases summed
+        ("timing"), and the read's mean.
+        """
+        coupling = self._factored(J, H, damping, integrator)
+        for what, v in (("bias b", b), ("state x", x)):
+            if v is not None and v.shape != (coupling.n,):
+                raise ProtocolError(ErrorCode.BAD_SHAPE, f"{what} must have shape "
+                                    f"[{coupling.n}] to match J, got {list(v.shape)}",
+                                    expected=[coupling.n], shape=list(v.shape))
+            if v is not None and not np.isfinite(v).all():
+                raise ProtocolError(ErrorCode.NON_FINITE, f"{what} contains NaN or inf")
+        interval = self.config.sample_interval_ns
+        for name, ns in (("delay_ns", delay_ns), ("burn_ns", burn_ns), ("record_ns", record_ns)):
+            if ns % interval:
+                raise ProtocolError(ErrorCode.BAD_ARGUMENT, f"{name}={ns} is not a multiple of "
+                                    f"the ADC sample interval ({interval} ns)",
+                                    sample_interval_ns=interval, argument=name)
+        if delay_ns:
+            self._programmed()
+        steps: list[dict[str, Any]] = []
+        seeds = iter((seed,))
+
+        def step(op: str, call: Any, *args: Any, **kwargs: Any) -> dict[str, np.ndarray]:
+            try:
+                result, arrays = call(*args, **kwargs)
+            except ProtocolError as error:
+                error.details["completed"] = [done["op"] for done in steps]
+                raise
+            steps.append({"op": op, "result": result})
+            return arrays
+
+        if delay_ns:
+            step("run", self.run, delay_ns, record=False, seed=next(seeds, None), cancel=cancel)
+        step("program_factored", self._install, coupling, False, integrator or "euler_maruyama")
+        step("set_bias", self.set_bias, b)
+        if x is not None:
+            step("set_state", self.set_state, x)
+        if burn_ns:
+            step("run", self.run, burn_ns, record=False, seed=next(seeds, None), cancel=cancel)
+        step("run", self.run, record_ns, clear=True, seed=next(seeds, None), cancel=cancel)
+        arrays = step("read", self.read)
+        timing: dict[str, int] = {}
+        for done in steps:
+            for phase, ns in done["result"]["timing"].items():
+                timing[phase] = timing.get(phase, 0) + ns
+        return {"steps": steps, "timing": timing}, arrays
 
     def set_bias(self, b: np.ndarray) -> Result:
         """Set the bias vector b (N,), through the bias DAC and the chip's bias offsets."""
@@ -153,6 +224,11 @@ class EmulatedSPU:
         ``record`` adds the samples to the averager (``second_moments`` also their outer
         products); ``clear`` first discards what it holds; ``seed`` restarts the noise stream.
         ``cancel`` stops the run between chunks (CANCELLED, ``completed_ns``).
+
+        An unrecorded run takes no ADC readings, so none can clip (``adc_clipped`` 0); with an
+        exact integrator it crosses its interval in one exact transition once no programmed
+        change is settling (``jumped_ns`` in the result; ``stepped_reason`` says why the rest,
+        if any, was stepped sample by sample).
         """
         self._programmed()
         interval = self.config.sample_interval_ns
@@ -168,9 +244,11 @@ class EmulatedSPU:
         clipped = self._adc[2]  # the ADC's clip counter, reported per run
         clipped[0] = 0
         total = duration_ns // interval
-        done = 0
-        for stepper, count in self._segments(self.clock.now_ns, total):
+        done = jumped = 0
+        for stepper, count in self._segments(self.clock.now_ns, total, jump=not record):
             sums = _Averager.empty(self.n, second_moments)  # in the stepper's coordinates
+            if not record and isinstance(stepper, (_ModalStepper, _FactoredStepper)):
+                jumped = stepper.span * interval
             taken, failure = self._advance(stepper, count, done, record, second_moments, sums,
                                            cancel)
             done += taken
@@ -184,39 +262,62 @@ class EmulatedSPU:
             self._averager.absorb(sums, stepper.basis)
             if failure is not None:
                 raise failure
-        return {"samples": total if record else 0, "adc_clipped": int(clipped[0]),
-                "timing": _wire(self.timing.evolve(duration_ns))}, {}
+        result = {"samples": total if record else 0, "adc_clipped": int(clipped[0]),
+                  "timing": _wire(self.timing.evolve(duration_ns))}
+        if record:
+            return result, {}
+        reason = self._stepped_reason() if jumped < duration_ns else None
+        if reason is not None:
+            log.debug("unrecorded run of %d ns: %d ns stepped because %s", duration_ns,
+                      duration_ns - jumped, reason)
+        return {**result, "jumped_ns": jumped, "stepped_reason": reason}, {}
+
+    def _stepped_reason(self) -> str:
+        """Why (part of) an unrecorded run was stepped sample by sample instead of jumped."""
+        if isinstance(self._transition, (ExactTransition, FactoredTransition)):
+            return ("a programmed change was settling: its intervals are stepped with the "
+                    "coefficients frozen at their interval averages")
+        if isinstance(self._transition, CircuitTransition):
+            return ("a circuit's exact transition (second-order cells, or a general drift) "
+                    "is stepped sample by sample: one over the whole run would cost matrix "
+                    "exponentials of the circuit, more than stepping all but very long runs")
+        return ("euler_maruyama steps by em_step_ns, the paper's numerics; the exact "
+                "integrator crosses an unrecorded run in one transition")
 
     def _advance(self, stepper: _Stepper, count: int, before: int, record: bool,
                  second_moments: bool, sums: _Averager,
                  cancel: threading.Event | None) -> tuple[int, ProtocolError | None]:
-        """Run ``stepper`` for ``count`` samples in chunks, moving the clock with each chunk
+        """Run ``stepper`` for ``count`` steps in chunks, moving the clock with each chunk
         (so status shows a long run's progress) and stopping early on ``cancel`` or
-        divergence. ``before``: samples of this run already taken. Returns (samples taken, the
-        error that stopped it or None)."""
+        divergence. A step covers ``stepper.span`` samples (1, or a whole unrecorded jump).
+        ``before``: samples of this run already taken. Returns (samples taken, the error that
+        stopped it or None)."""
         interval = self.config.sample_interval_ns
+        span = stepper.span
         chunk = max(kernels.SECOND_MOMENT_BATCH if second_moments else 1,
                     _CHUNK_WORK // self._work_per_sample(second_moments))
         done = 0
         while done < count:
             if cancel is not None and cancel.is_set():
-                return done, ProtocolError(ErrorCode.CANCELLED,
-                                           f"run stopped after {(before + done) * interval} ns",
-                                           completed_ns=(before + done) * interval)
+                completed = (before + done * span) * interval
+                return done * span, ProtocolError(ErrorCode.CANCELLED,
+                                                  f"run stopped after {completed} ns",
+                                                  completed_ns=completed)
             size = min(chunk, count - done)
             taken = stepper.advance(size, record, second_moments, sums)
-            self.clock.advance(self.timing.evolve(min(taken + 1, size) * interval))
+            self.clock.advance(self.timing.evolve(min(taken + 1, size) * span * interval))
             done += taken
             if record:
                 sums.samples += taken
                 sums.second_moment_samples += taken if second_moments else 0
             if taken < size:
-                failed_ns = (before + done + 1) * interval
-                return done, ProtocolError(ErrorCode.DIVERGED,
-                                           f"the cell state left the finite range {failed_ns} "
-                                           "ns into the run; the state and the recorded samples "
-                                           "were cleared", completed_ns=failed_ns)
-        return done, None
+                failed_ns = (before + (done + 1) * span) * interval
+                return done * span, ProtocolError(ErrorCode.DIVERGED,
+                                                  f"the cell state left the finite range "
+                                                  f"{failed_ns} ns into the run; the state and "
+                                                  "the recorded samples were cleared",
+                                                  completed_ns=failed_ns)
+        return done * span, None
 
     def read(self, second_moments: bool = False, clear: bool = True) -> Result:
         """Time averages of the recorded samples: mean (N,), and second moment (N, N) E[x x^T]."""
@@ -355,11 +456,13 @@ class EmulatedSPU:
             return self._b
         return seen_value(self._b, settling.previous, settling.residual(t_ns, interval_ns))
 
-    def _segments(self, start_ns: int, total: int) -> Iterator[tuple[_Stepper, int]]:
-        """(stepper, samples) covering a run of ``total`` samples from device time
+    def _segments(self, start_ns: int, total: int,
+                  jump: bool = False) -> Iterator[tuple[_Stepper, int]]:
+        """(stepper, steps) covering a run of ``total`` samples from device time
         ``start_ns``: while a programmed change settles, one stepper per sample interval with the
         coefficients frozen at their interval average (Euler-Maruyama on RC cells, the exact
-        circuit step on second-order cells), then the programmed integrator for the rest.
+        circuit step on second-order cells), then the programmed integrator for the rest; with
+        ``jump`` (an unrecorded run) an exact integrator crosses the rest in one step.
         Lazy: each stepper starts from the state the previous left."""
         config, interval = self.config, self.config.sample_interval_ns
         pending = [s for s in (self._coupling_settling, self._bias_settling) if s is not None]
@@ -380,7 +483,9 @@ class EmulatedSPU:
                                 interval // config.em_step_ns, self._adc), 1
         if settling < total:
             self._coupling_settling = self._bias_settling = None  # settled
-            yield self._stepper(), total - settling
+            rest = total - settling
+            stepper = self._stepper(rest if jump else 1)
+            yield stepper, rest // stepper.span
 
     def _check_settling_path(self) -> None:
         """Refuse a settling run Euler-Maruyama cannot step: the new coupling and the one it
@@ -438,16 +543,21 @@ class EmulatedSPU:
             self._transition = self._programmed().check(self._integrator, self.config)
             self._ready = True
 
-    def _stepper(self) -> _Stepper:
-        """The programmed integrator, set up from the current state and bias for one run."""
-        if isinstance(self._transition, CircuitTransition):
-            return _CircuitStepper(self._transition, self._x, self._hidden, self._adc[3],
+    def _stepper(self, span: int = 1) -> _Stepper:
+        """The programmed integrator, set up from the current state and bias for one run; an
+        exact one steps ``span`` sample intervals at a time (the others one)."""
+        transition = self._transition
+        if isinstance(transition, (FactoredTransition, ExactTransition)) and span > 1:
+            transition = transition.over(span * self.config.sample_interval_ns
+                                         / self.config.tau_ns)
+        if isinstance(transition, CircuitTransition):
+            return _CircuitStepper(transition, self._x, self._hidden, self._adc[3],
                                    self._b, self._rng, self._exact_readout())
-        if isinstance(self._transition, FactoredTransition):
-            return _FactoredStepper(self._transition, self._x, self._b, self._rng, self._adc)
-        if self._transition is not None:
-            return _ModalStepper(self._transition, self._x, self._adc[3], self._b, self._rng,
-                                 self._exact_readout())
+        if isinstance(transition, FactoredTransition):
+            return _FactoredStepper(transition, self._x, self._b, self._rng, self._adc, span)
+        if transition is not None:
+            return _ModalStepper(transition, self._x, self._adc[3], self._b, self._rng,
+                                 self._exact_readout(), span)
         config = self.config
         return _EulerStepper(self._programmed(), self._b, self._x, self._rng,
                              config.em_step_ns / config.tau_ns, config.kappa0,
@@ -464,8 +574,8 @@ class _ModalStepper:
     """
 
     def __init__(self, transition: ExactTransition, x: np.ndarray, filtered: np.ndarray,
-                 b: np.ndarray, rng: np.random.Generator, adc: AdcState) -> None:
-        self._t, self._rng, self._adc = transition, rng, adc
+                 b: np.ndarray, rng: np.random.Generator, adc: AdcState, span: int = 1) -> None:
+        self._t, self._rng, self._adc, self.span = transition, rng, adc, span
         V = transition.eigenvectors
         self.basis = V if adc[1][kernels.ADC_ACTIVE] == 0.0 else None
         modal_b = V.T @ b
@@ -499,6 +609,7 @@ class _InPlaceStepper:
     coordinates, and the filter output (if any) advanced in the readout path's own array."""
 
     basis = None
+    span = 1  # sample intervals a step covers
     _x: np.ndarray
 
     def state_x(self) -> np.ndarray:
@@ -515,8 +626,8 @@ class _FactoredStepper(_InPlaceStepper):
     """The exact integrator of a factored coupling, on x itself (O(rN) a step)."""
 
     def __init__(self, transition: FactoredTransition, x: np.ndarray, b: np.ndarray,
-                 rng: np.random.Generator, adc: AdcState) -> None:
-        self._t, self._x, self._rng, self._adc = transition, x, rng, adc
+                 rng: np.random.Generator, adc: AdcState, span: int = 1) -> None:
+        self._t, self._x, self._rng, self._adc, self.span = transition, x, rng, adc, span
         self._drive = transition.drive(b)
 
     def advance(self, count: int, record: bool, second_moments: bool, sums: _Averager) -> int:
@@ -549,6 +660,7 @@ class _CircuitStepper:
     says, O(d^2) a sample; the ADC reads z[:N]."""
 
     basis = None
+    span = 1
 
     def __init__(self, ct: CircuitTransition, x: np.ndarray, hidden: np.ndarray,
                  filtered: np.ndarray, b: np.ndarray, rng: np.random.Generator,

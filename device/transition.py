@@ -31,7 +31,8 @@ class ExactTransition:
     cell mode y exactly, g' = cross y + filter_decay g + filter_drive_gain (V^T b) +
     noise_cross z1 + noise_filter z2 (z1 the normal of y's step): the (5, N) rows cross,
     filter_decay, filter_drive_gain, noise_cross, noise_filter (:func:`filtered_modes`);
-    (5, 0) without a filter.
+    (5, 0) without a filter. eigenvalues lam (N,), kappa0 and filter_rate a (0: none): what
+    the step was built from (:meth:`over` builds it for another interval).
     """
 
     eigenvectors: np.ndarray
@@ -39,10 +40,18 @@ class ExactTransition:
     drive_gain: np.ndarray
     noise_sd: np.ndarray
     filtered: np.ndarray
+    eigenvalues: np.ndarray
+    kappa0: float
+    filter_rate: float
 
     @property
     def has_filter(self) -> bool:
         return self.filtered.shape[1] > 0
+
+    def over(self, interval_tau: float) -> ExactTransition:
+        """The same dynamics' exact step over ``interval_tau`` instead (O(N); V shared)."""
+        return exact_transition(self.eigenvalues, self.eigenvectors, self.kappa0, interval_tau,
+                                self.filter_rate)
 
 
 def check_positive_definite(eigenvalues: np.ndarray) -> None:
@@ -96,15 +105,24 @@ def exact_transition(eigenvalues: np.ndarray, eigenvectors: np.ndarray, kappa0: 
     """The exact step for A = V diag(eigenvalues) V^T over ``interval_tau``; with
     ``filter_rate`` a > 0 (tau units) also that of the anti-alias filter's output."""
     lam, d = eigenvalues, interval_tau
-    noise_sd = np.sqrt(kappa0 * -np.expm1(-2.0 * lam * d) / lam)
+    decay, drive_gain, noise_sd = ou_step(lam, kappa0, d)
     return ExactTransition(
         eigenvectors=np.ascontiguousarray(eigenvectors),
-        decay=np.exp(-lam * d),
-        drive_gain=-np.expm1(-lam * d) / lam,
+        decay=decay,
+        drive_gain=drive_gain,
         noise_sd=noise_sd,
         filtered=(filtered_modes(lam, filter_rate, kappa0, d, noise_sd) if filter_rate
                   else np.zeros((5, 0))),
+        eigenvalues=lam, kappa0=float(kappa0), filter_rate=float(filter_rate),
     )
+
+
+def ou_step(rate: np.ndarray, kappa0: float,
+            d: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One mode of rate v > 0 over d (tau units), all shaped like ``rate``: its decay
+    exp(-v d), drive gain (1 - exp(-v d)) / v and noise sd sqrt(kappa0 (1 - exp(-2 v d)) / v)."""
+    return (np.exp(-rate * d), -np.expm1(-rate * d) / rate,
+            np.sqrt(kappa0 * -np.expm1(-2.0 * rate * d) / rate))
 
 
 def filtered_modes(lam: np.ndarray, a: float, kappa0: float, d: float,
@@ -147,7 +165,8 @@ class FactoredTransition:
     alpha = exp(-nu d) - exp(-lam d) and beta = s(nu) - s(lam), s(v) = sqrt(kappa0 (1 -
     exp(-2 v d)) / v), both (r,): every mode gets its exact decay and noise, O(rN) a step.
     gain (r,) and gain_perp give the drive for a bias b: gain_perp b + U ((gain - gain_perp) *
-    U^T b), gain(v) = (1 - exp(-v d)) / v.
+    U^T b), gain(v) = (1 - exp(-v d)) / v. nu (r,), nu_perp (lam; any rate when U spans
+    everything) and kappa0: what the step was built from (:meth:`over`).
     """
 
     basis: np.ndarray
@@ -157,6 +176,13 @@ class FactoredTransition:
     decay_perp: float
     noise_perp: float
     gain_perp: float
+    nu: np.ndarray
+    nu_perp: float
+    kappa0: float
+
+    def over(self, interval_tau: float) -> FactoredTransition:
+        """The same dynamics' exact step over ``interval_tau`` instead (O(r); U shared)."""
+        return _factored_step(self.basis, self.nu, self.nu_perp, self.kappa0, interval_tau)
 
     def drive(self, b: np.ndarray) -> np.ndarray:
         """The per-step drive (N,) for the bias b (N,)."""
@@ -173,13 +199,17 @@ def factored_transition(J: np.ndarray, H: np.ndarray, damping: float, kappa0: fl
     nu = mu + damping
     complement = Q.shape[1] < Q.shape[0]  # else U spans everything: the lam terms cancel
     check_positive_definite(np.sort(np.append(nu, damping)) if complement else nu)
-    d = interval_tau
-    nu_perp = np.array([float(damping) if complement else 1.0])
-    decay, decay_perp = np.exp(-nu * d), np.exp(-nu_perp * d)
-    gain, gain_perp = -np.expm1(-nu * d) / nu, -np.expm1(-nu_perp * d) / nu_perp
-    noise = np.sqrt(kappa0 * -np.expm1(-2.0 * nu * d) / nu)
-    noise_perp = np.sqrt(kappa0 * -np.expm1(-2.0 * nu_perp * d) / nu_perp)
+    return _factored_step(np.ascontiguousarray(Q @ W), nu, float(damping) if complement else 1.0,
+                          kappa0, interval_tau)
+
+
+def _factored_step(basis: np.ndarray, nu: np.ndarray, nu_perp: float, kappa0: float,
+                   d: float) -> FactoredTransition:
+    """The exact step over d (tau units) with the modes nu on U = ``basis``, nu_perp off it."""
+    decay, gain, noise = ou_step(nu, kappa0, d)
+    decay_perp, gain_perp, noise_perp = (float(v[0]) for v in ou_step(np.array([nu_perp]),
+                                                                        kappa0, d))
     return FactoredTransition(
-        basis=np.ascontiguousarray(Q @ W), alpha=decay - decay_perp, beta=noise - noise_perp,
-        gain=gain, decay_perp=float(decay_perp[0]), noise_perp=float(noise_perp[0]),
-        gain_perp=float(gain_perp[0]))
+        basis=basis, alpha=decay - decay_perp, beta=noise - noise_perp, gain=gain,
+        decay_perp=decay_perp, noise_perp=noise_perp, gain_perp=gain_perp, nu=nu,
+        nu_perp=nu_perp, kappa0=float(kappa0))

@@ -1,6 +1,8 @@
 """Shared machinery of the training examples (compare_optimizers.py and the sweeps): a list of
-arms (a spusim.training.runs.RunSpec and, for TNGD, the daemon's options), each TNGD arm on a fresh
-daemon, then a table on stdout, a JSON record and a PNG plot.
+arms (a spusim.training.runs.RunSpec and, for TNGD, the daemon's options), every arm with every
+seed a task on Dask (spusim.training.sweep: a local cluster of ``--workers`` processes, 2 by
+default, or ``--cluster ADDRESS``), each TNGD run on fresh daemons; then a table on stdout, a
+JSON record and a PNG plot.
 
 Every script: ``--quick`` (fewer iterations, for a smoke run), ``--iterations``, ``--seed``,
 ``--seeds K`` (every arm with K seeds, and a table of mean +- standard deviation), ``--out
@@ -23,21 +25,17 @@ from pathlib import Path
 from typing import Any
 
 from spusim.cli.help import Parser
-from spusim.driver.client import Device
-from spusim.training.data import load
-from spusim.driver.errors import DeviceError
 from spusim.training.records import attach_devices, run_directory
 from spusim.training.runs import (
     Result,
-    one_blas_thread,
     plot,
     record,
-    run,
     seeds_table,
     summary_table,
     write_json,
 )
 from spusim.training.spec import DATASETS, DEVICE_OPTIMIZERS, RunSpec
+from spusim.training.sweep import Task, projected_seconds, run_sweep
 from spusim.timing.digital import DEFAULT_DIGITAL, parse_digital
 
 KAPPA0 = 0.001
@@ -86,7 +84,15 @@ def parse(description: str, iterations: int, quick_iterations: int) -> argparse.
                         help="writes PREFIX.json and PREFIX.png (default: NAME.json and .png in "
                              "a new directory runs/<timestamp>-NAME/; docs figures: --out "
                              "docs/results/NAME)")
+    parser.add_argument("--cluster", default=None, metavar="ADDRESS",
+                        help="run the sweep's runs on the Dask scheduler at ADDRESS (e.g. "
+                             "tcp://10.0.0.5:8786; its workers need spusim installed) instead "
+                             "of a local cluster (docs/scaling.md)")
+    parser.add_argument("--workers", type=int, default=2, metavar="N",
+                        help="worker processes of the local cluster, one run at a time each")
     args = parser.parse_args()
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
     if args.quick:
         args.iterations = quick_iterations
     return args
@@ -101,34 +107,38 @@ def _digital(spec: str) -> str:
     return spec
 
 
-def run_arms(arms: list[Arm]) -> tuple[list[Result], list[dict[str, Any] | None],
-                                       dict[str, str]]:
-    """Run every arm; each TNGD arm on a fresh daemon with its options (seeded like the run), so
-    that every arm starts from the same device state. Returns the results, each result's device
-    configuration (None: host only), and the arms the device refused (e.g. a quantized curvature
-    that is no longer positive semi-definite), label -> the device's error: a result too, and
-    the others still run."""
-    data = {name: load(name) for name in {a.spec.data for a in arms}}
-    results: list[Result] = []
-    devices: list[dict[str, Any] | None] = []
-    failed: dict[str, str] = {}
-    with one_blas_thread():
-        for a in arms:
-            config = None
-            try:
-                if a.spec.optimizer in DEVICE_OPTIMIZERS:
-                    with Device.spawn(seed=a.spec.seed, **a.device) as device:
-                        config = device.config
-                        result = run(a.spec, data[a.spec.data], device)
-                else:
-                    result = run(a.spec, data[a.spec.data])
-            except DeviceError as error:
-                failed[a.label] = str(error)
-                print(f"{a.label}: failed: {error}", file=sys.stderr)
-                continue
-            result.label = a.label
-            results.append(result)
-            devices.append(config)
+def run_arms(arms: list[Arm], seeds: list[int], cluster: str | None = None,
+             workers: int = 2) -> tuple[dict[int, list[Result]],
+                                        dict[int, list[dict[str, Any] | None]],
+                                        dict[int, dict[str, str]]]:
+    """Run every arm with every seed as tasks on Dask (spusim.training.sweep: a local cluster
+    of ``workers`` processes, or the scheduler at ``cluster``); each TNGD run on fresh
+    daemons of its options (seeded like the run), so that every run starts from the same
+    device state. Per seed, in arm order: the results, each result's device configuration
+    (None: host only), and the arms the device refused (e.g. a quantized curvature that is no
+    longer positive semi-definite), label -> the device's error: a result too, and the others
+    still run."""
+    tasks = [Task(a.label, replace(a.spec, seed=seed), a.device) for seed in seeds for a in arms]
+    started = time.perf_counter()
+    outcomes = run_sweep(tasks, cluster=cluster, workers=workers)
+    wall = time.perf_counter() - started
+    seconds = [outcome.seconds for outcome in outcomes.values()]
+    where = cluster or f"a local cluster of {workers} workers"
+    print(f"sweep: {len(tasks)} runs on {where} in {wall:.1f} s (the runs' own times add up to "
+          f"{sum(seconds):.1f} s; on N one-core workers at least max(longest, total / N): "
+          + ", ".join(f"N={n} {projected_seconds(seconds, n):.1f} s" for n in (1, 4, 16))
+          + ")", file=sys.stderr)
+    results: dict[int, list[Result]] = {seed: [] for seed in seeds}
+    devices: dict[int, list[dict[str, Any] | None]] = {seed: [] for seed in seeds}
+    failed: dict[int, dict[str, str]] = {seed: {} for seed in seeds}
+    for task in tasks:
+        outcome, seed = outcomes[task.key], task.spec.seed
+        if outcome.result is None:
+            failed[seed][task.label] = str(outcome.error)
+            print(f"{task.label}: failed: {outcome.error}", file=sys.stderr)
+            continue
+        results[seed].append(outcome.result)
+        devices[seed].append(outcome.devices[0] if outcome.devices else None)
     return results, devices, failed
 
 
@@ -142,22 +152,20 @@ def main(name: str, description: str, arms: Callable[[argparse.Namespace], list[
     started = time.perf_counter()
     seeds = list(range(args.seed, args.seed + args.seeds))
     results, devices, failed, chosen = [], [], {}, []
-    first: list[Result] | None = None
     groups: dict[str, list[Result]] = {}
+    arms_now = [replace(a, spec=replace(a.spec, iterations=args.iterations,
+                                        digital=args.digital, data=args.data))
+                for a in arms(args)]
+    done, configs, refused = run_arms(arms_now, seeds, args.cluster, args.workers)
+    first = done[seeds[0]]  # the plot and first table: seed SEED
     for seed in seeds:
-        arms_now = [replace(a, spec=replace(a.spec, iterations=args.iterations, seed=seed,
-                                            digital=args.digital,
-                                            data=args.data))
-                    for a in arms(args)]
-        done, configs, refused = run_arms(arms_now)
-        first = first if first is not None else done  # the plot and first table: seed SEED
-        for result in done:
+        for result in done[seed]:
             groups.setdefault(result.label, []).append(result)
-        results += done
-        devices += configs
-        chosen += [a for a in arms_now if a.label not in refused]
-        failed.update({f"{label} (seed {seed})": error for label, error in refused.items()})
-    assert first is not None
+        results += done[seed]
+        devices += configs[seed]
+        chosen += [replace(a, spec=replace(a.spec, seed=seed)) for a in arms_now
+                   if a.label not in refused[seed]]
+        failed.update({f"{label} (seed {seed})": error for label, error in refused[seed].items()})
     print(summary_table(first))
     if len(seeds) > 1:
         print(f"\nover seeds {seeds[0]}..{seeds[-1]}:")

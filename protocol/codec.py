@@ -22,7 +22,7 @@ import numpy as np
 
 from spusim.protocol.errors import ErrorCode, ProtocolError
 
-PROTOCOL_VERSION: tuple[int, int] = (1, 3)
+PROTOCOL_VERSION: tuple[int, int] = (1, 4)
 ALLOWED_DTYPES: tuple[str, ...] = ("<f8",)
 MAX_HEADER_BYTES = 64 * 1024
 MAX_ARRAYS = 4
@@ -215,7 +215,7 @@ def _unpack_header(frames: Sequence[Frame]) -> dict[str, Any]:
 
 def _check_version(version: Any) -> None:
     if not (isinstance(version, list) and len(version) == 2
-            and all(isinstance(p, int) and not isinstance(p, bool) for p in version)):
+            and type(version[0]) is int and type(version[1]) is int):  # noqa: E721 (not bool)
         raise ProtocolError(ErrorCode.BAD_MESSAGE,
                             "header field 'v' must be [major, minor] integers")
     if version[0] != PROTOCOL_VERSION[0]:

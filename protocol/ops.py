@@ -69,12 +69,14 @@ class Arg:
 
 @dataclass(frozen=True)
 class OpSpec:
-    """An operation: its arguments, the arrays it takes, and whether repeating it is harmless."""
+    """An operation: its arguments, the arrays it takes (``optional_arrays`` may be left out),
+    and whether repeating it is harmless."""
 
     name: str
     idempotent: bool
     args: tuple[Arg, ...] = ()
     arrays: tuple[str, ...] = ()
+    optional_arrays: tuple[str, ...] = ()
 
     def validate(self, args: Mapping[str, Any], arrays: Mapping[str, Any]) -> dict[str, Any]:
         """Arguments with defaults filled in; raises ``BAD_ARGUMENT`` for anything amiss."""
@@ -84,9 +86,10 @@ class OpSpec:
             raise ProtocolError(ErrorCode.BAD_ARGUMENT,
                                 f"{self.name}: unknown argument(s) {unknown}; accepted: "
                                 f"{sorted(known)}", op=self.name, unknown=unknown)
-        if sorted(arrays) != sorted(self.arrays):
+        if not set(self.arrays) <= set(arrays) <= {*self.arrays, *self.optional_arrays}:
+            optional = f" (optional: {list(self.optional_arrays)})" if self.optional_arrays else ""
             raise ProtocolError(ErrorCode.BAD_ARGUMENT,
-                                f"{self.name}: takes arrays {list(self.arrays)}, got "
+                                f"{self.name}: takes arrays {list(self.arrays)}{optional}, got "
                                 f"{sorted(arrays)}", op=self.name, expected=list(self.arrays))
         values = {}
         for arg in self.args:
@@ -110,6 +113,20 @@ def _flag(name: str, default: bool) -> Arg:
     return Arg(name, lambda v: isinstance(v, bool), "true or false", default)
 
 
+def _duration(name: str, default: Any = _REQUIRED) -> Arg:
+    """A run length in ns: positive, or with a default of 0 also 0 (no run)."""
+    low = 0 if default == 0 else 1
+    return Arg(name, lambda v: _is_int(v) and low <= v < 2**62,
+               f"an integer number of nanoseconds >= {low}", default)
+
+
+_INTEGRATOR = Arg("integrator", lambda v: v is None or v in INTEGRATORS,
+                  f"null or one of {list(INTEGRATORS)}", None)
+_DAMPING = Arg("damping", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+               and 0 <= v < float("inf"), "a finite number >= 0")
+_SEED = Arg("seed", lambda v: v is None or (_is_int(v) and 0 <= v < 2**63),
+            "null or a non-negative 63-bit integer", None)
+
 OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
     OpSpec("hello", idempotent=True),
     OpSpec("ping", idempotent=True, args=(  # 1.2: ``request`` asks about one of its requests
@@ -119,16 +136,13 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
     OpSpec("status", idempotent=True),
     OpSpec("program", idempotent=True, arrays=("A",), args=(
         _flag("reset_state", False),
-        Arg("integrator", lambda v: v is None or v in INTEGRATORS,
-            f"null or one of {list(INTEGRATORS)}", None),
+        _INTEGRATOR,
         Arg("drift", lambda v: v in DRIFTS, f"one of {list(DRIFTS)}", "symmetric"),  # 1.3
     )),
     OpSpec("program_factored", idempotent=True, arrays=("J", "H"), args=(
-        Arg("damping", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
-            and 0 <= v < float("inf"), "a finite number >= 0"),
+        _DAMPING,
         _flag("reset_state", False),
-        Arg("integrator", lambda v: v is None or v in INTEGRATORS,
-            f"null or one of {list(INTEGRATORS)}", None),
+        _INTEGRATOR,
     )),
     OpSpec("set_bias", idempotent=True, arrays=("b",)),
     OpSpec("set_state", idempotent=True, arrays=("x",)),
@@ -138,8 +152,7 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
         _flag("record", True),
         _flag("second_moments", False),
         _flag("clear", False),
-        Arg("seed", lambda v: v is None or (_is_int(v) and 0 <= v < 2**63),
-            "null or a non-negative 63-bit integer", None),
+        _SEED,
     )),
     OpSpec("read", idempotent=False, args=(_flag("second_moments", False), _flag("clear", True))),
     OpSpec("reset", idempotent=True),
@@ -165,6 +178,16 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
     # Protocol 1.2: stop a request of this session (queued or running).
     OpSpec("cancel", idempotent=True, args=(
         Arg("request", lambda v: _is_int(v) and 0 <= v < 2**64, "a request id of this session"),
+    )),
+    # Protocol 1.4: one TNGD step (delay, program_factored, set_bias, set_state, runs, read).
+    OpSpec("solve_factored", idempotent=False, arrays=("J", "H", "b"), optional_arrays=("x",),
+           args=(
+        _DAMPING,
+        _INTEGRATOR,
+        _duration("delay_ns", 0),
+        _duration("burn_ns", 0),
+        _duration("record_ns"),
+        _SEED,
     )),
 )}
 

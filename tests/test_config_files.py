@@ -36,7 +36,7 @@ def test_an_ideal_converter_is_written_as_ideal_and_read_back_as_none(tmp_path: 
 
 
 @pytest.mark.parametrize(("fields", "expected"), [
-    ({"cells": 0}, "cells = 0: out of range; allowed: 1 <= cells <= 16384 (unit: cells)"),
+    ({"cells": 0}, "cells = 0: out of range; allowed: 1 <= cells <= 65536 (unit: cells)"),
     ({"kappa0": -0.5}, "kappa0 = -0.5: out of range; allowed: 0 <= kappa0 < inf "
                        "(unit: state units^2)"),
     ({"readout_tau_ns": float("nan")}, "readout_tau_ns = nan: out of range; allowed: "
@@ -49,7 +49,7 @@ def test_an_ideal_converter_is_written_as_ideal_and_read_back_as_none(tmp_path: 
                               "'underdamped' or 'rlc'"),
     ({"kappa": 0.5}, "unknown field 'kappa' (did you mean 'kappa0'?)"),
     ({"cells": "8"}, "cells = '8': Input should be a valid integer; allowed: 1 <= cells <= "
-                     "16384 (unit: cells)"),  # a file's types are taken as written
+                     "65536 (unit: cells)"),  # a file's types are taken as written
     ({"sample_interval_ns": 150}, "sample_interval_ns = 150 ns must be a multiple of "
                                   "em_step_ns = 100 ns"),
 ])
@@ -77,12 +77,12 @@ def test_config_show_starts_from_a_profile_and_check_names_the_bad_field(tmp_pat
     path.write_text(shown)
     assert load(path) == profile_config("spu-8cell", kappa0=0.05,
                                         timing={"link": {"bandwidth_bps": 100e9}})
-    path.write_text(shown.replace("\ncells = 8\n", "\ncells = 20000\n"))
+    path.write_text(shown.replace("\ncells = 8\n", "\ncells = 70000\n"))
     checked = subprocess.run([*DEVICE_CLI, "config", "check", str(path)], capture_output=True,
                              text=True, timeout=60)
     assert checked.returncode == 2 and "Traceback" not in checked.stderr
-    assert checked.stderr.strip() == ("spu config: invalid device configuration: cells = 20000: "
-                                      "out of range; allowed: 1 <= cells <= 16384 (unit: cells)")
+    assert checked.stderr.strip() == ("spu config: invalid device configuration: cells = 70000: "
+                                      "out of range; allowed: 1 <= cells <= 65536 (unit: cells)")
 
 
 @pytest.mark.daemon

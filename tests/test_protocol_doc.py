@@ -69,3 +69,19 @@ def test_worked_example_matches_the_daemon(raw: zmq.Socket) -> None:
         assert value.hex(" ") in EXAMPLE
     error = exchange(raw, bytes.fromhex("83a176920100a2696406a26f70a372756e"))
     assert len(error[0]) == stated(r"Reply, (\d+) bytes:\n\n    86")
+    arrays = {"J": np.array([[1.0, 0.5]]), "H": np.array([[2.0]]), "b": np.ones(2),
+              "x": np.ones(2)}
+    solve = msgpack.packb({"v": [1, 3], "id": 8, "op": "solve_factored", "args": {
+        "damping": 1.0, "integrator": "exact", "burn_ns": 900, "record_ns": 100, "seed": 7},
+        "arrays": [{"name": name, "dtype": "<f8", "shape": list(a.shape)}
+                   for name, a in arrays.items()]})
+    assert len(solve) == stated(r"Header frame \((\d+) bytes\), decoded")
+    solved = exchange(raw, solve, *(a.tobytes() for a in arrays.values()))
+    assert len(solved[0]) == stated(r"Reply, 2 frames. Frame 0 \((\d+) bytes\) decodes\nto")
+    result = msgpack.unpackb(solved[0])["result"]
+    assert [step["op"] for step in result["steps"]] == [
+        "program_factored", "set_bias", "set_state", "run", "run", "read"]
+    assert result["steps"][3]["result"]["jumped_ns"] == 900
+    assert result["timing"] == {"transfer_in": 4, "analog": 1000, "transfer_out": 1}
+    for value in (solved[1][:8], solved[1][8:]):
+        assert value.hex(" ") in EXAMPLE

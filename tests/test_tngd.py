@@ -35,13 +35,14 @@ from spusim.training.linearization import Linearization, ParameterSet
 from spusim.training.losses import Loss
 from spusim.training.models import mlp
 from spusim.training.optimizers import NGD
-from spusim.training.tngd import TNGD, ThermodynamicNGD
+from spusim.training.tngd import TNGD, ThermodynamicNGD, _resolved
 from spusim.training.updates import Adam
 from spusim.timing.model import LinkModel
 from tests.training_support import one_blas_thread  # noqa: F401  (autouse)
 
 pytestmark = [pytest.mark.daemon, pytest.mark.spu_config(kappa0=0.0, seed=0)]
 DAMPING = 0.5
+EM = "euler_maruyama"  # the tests with Euler-Maruyama's closed form ask for it
 BATCH = 12
 FINE = {"kappa0": 0.0, "seed": 0, "em_step_ns": 10, "sample_interval_ns": 10}
 
@@ -83,7 +84,7 @@ def damped(lin: Linearization, kind: str = "ggn") -> tuple[np.ndarray, np.ndarra
 
 def solve(device: Device, lin: Linearization, **options) -> np.ndarray:
     """One device solve from the state g (a fresh solver), the estimate."""
-    solver = ThermodynamicNGD(device, damping=DAMPING, **options)
+    solver = ThermodynamicNGD(device, damping=DAMPING, **{"integrator": EM, **options})
     return solver.solve(curvature.factors(lin), lin.grad, 0)[0]
 
 
@@ -111,7 +112,7 @@ def test_long_noiseless_run_is_the_exact_ngd_step(spu_device: Device, stream, ki
     steps = spu_device.duration_ns(t) // int(spu_device.config["em_step_ns"])
     model, reference = small_model(), small_model()
     device_opt = TNGD(model, device=spu_device, lr=0.3, damping=DAMPING, t=t, curvature=kind,
-                      warm_start=warm_start, seed=0)
+                      warm_start=warm_start, seed=0, integrator=EM)
     exact_opt = NGD(reference, lr=0.3, damping=DAMPING, curvature=kind)
     previous = None
     for batch in stream[:3]:
@@ -152,7 +153,7 @@ def test_zero_analog_time_limit_is_an_sgd_step(spu_device: Device, fine_device: 
     for device in (spu_device, fine_device):
         h = step_size(device)
         model = small_model()
-        optimizer = TNGD(model, device=device, lr=0.3, damping=DAMPING, t=0.0)
+        optimizer = TNGD(model, device=device, lr=0.3, damping=DAMPING, t=0.0, integrator=EM)
         optimizer.step(*stream[0])
         report = optimizer.report
         np.testing.assert_allclose(report.direction.numpy(), g - h * (A @ g - g), rtol=0,
@@ -206,7 +207,8 @@ def test_window_average_readout_averages_every_sample(spu_device: Device, stream
     h = step_size(spu_device)
     lin = linearize(small_model(), stream[1])
     A, g = damped(lin)
-    solver = ThermodynamicNGD(spu_device, damping=DAMPING, t=0.8, readout="average")
+    solver = ThermodynamicNGD(spu_device, damping=DAMPING, t=0.8, readout="average",
+                              integrator=EM)
     estimate, report = solver.solve(curvature.factors(lin), lin.grad, 0)
     expected = np.mean([euler(A, g, g, k, h) for k in range(1, 9)], axis=0)
     assert report.samples == 8
@@ -223,7 +225,7 @@ def test_algorithm_1_resets_at_zero_delay_and_keeps_the_state_after_a_delay(
     h, k = step_size(spu_device), 5
     model = small_model()
     optimizer = TNGD(model, device=spu_device, lr=0.3, damping=DAMPING, t=k * h, delay=d * h,
-                     warm_start=warm_start)
+                     warm_start=warm_start, integrator=EM)
     A0, g0 = damped(linearize(model, stream[0]))
     optimizer.step(*stream[0])
     first = optimizer.report
@@ -336,6 +338,17 @@ def test_a_users_regression_module_under_mse_equals_exact_ngd(spu_device: Device
         assert device_opt.report.accuracy is None
     for p, q in zip(model.parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=0, atol=1e-12)
+
+
+def test_default_integrator_is_exact_where_the_device_runs_it(spu_device: Device) -> None:
+    """"auto": exact on an ideal chip; Euler-Maruyama where mismatch makes the damping differ
+    between cells or an anti-alias filter sits before the ADC."""
+    assert ThermodynamicNGD(spu_device).integrator == "exact"
+    for other in ({"mismatch": 0.01}, {"readout_tau_ns": 50.0}):
+        assert _resolved("auto", {**spu_device.config, **other}) == EM
+    assert ThermodynamicNGD(spu_device, integrator=EM).integrator == EM
+    with pytest.raises(ValueError, match="integrator"):
+        ThermodynamicNGD(spu_device, integrator="rk4")
 
 
 def test_bad_switches_are_refused(spu_device: Device) -> None:

@@ -96,15 +96,34 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
                                          "kept at t_d > 0)")
     warm.add_argument("--no-warm-start", dest="warm_start", action="store_const", const=False,
                       help="reset the state to the gradient every iteration, even at t_d > 0")
-    device.add_argument("--integrator", choices=("euler_maruyama", "exact"),
+    device.add_argument("--integrator", choices=("auto", "euler_maruyama", "exact"),
                         default=defaults.integrator,
-                        help="the device's integrator: Euler-Maruyama at its em_step (the "
-                             "paper's) or the exact transition of the factored coupling")
+                        help="the device's integrator: the exact transition of the factored "
+                             "coupling where the device can run it (auto: no mismatch, no "
+                             "readout filter, RC cells), else Euler-Maruyama at its em_step (the "
+                             "paper's numerics)")
     device.add_argument("--cells", type=int, default=None,
                         help="the device's capacity (default: the daemon's own, 4096); it must "
                              "hold the model's N parameters")
-    device.add_argument("--connect", metavar="ENDPOINT",
-                        help="use a running daemon instead of starting one (--kappa0, --cells ignored)")
+    device.add_argument("--connect", metavar="ENDPOINT[,ENDPOINT...]",
+                        help="use running daemons instead of starting them (--kappa0, --cells, "
+                             "--chips ignored): several, comma-separated, are several chips")
+    device.add_argument("--curve-server-key", metavar="PATH",
+                        help="with --connect: the daemons' public CURVE certificate (required "
+                             "by a daemon off loopback; docs/hil.md)")
+    device.add_argument("--curve-client-key", metavar="PATH",
+                        help="with --connect: this client's secret CURVE certificate")
+    device.add_argument("--chips", type=int, default=defaults.chips,
+                        help="start K private daemons and solve a block-diagonal "
+                             "preconditioner, one block of the parameters per chip, the chips "
+                             "concurrently (docs/scaling.md): for a model larger than a chip")
+    device.add_argument("--partition", choices=("layer", "contiguous"),
+                        default=defaults.partition,
+                        help="how the parameters are cut into the chips' blocks: runs of whole "
+                             "layers (a layer larger than a chip cut to fit), or equal ranges")
+    device.add_argument("--link", choices=("separate", "shared"), default=defaults.link,
+                        help="the simulated clock's view of several chips: a link each, or "
+                             "one link whose transfers go one after another")
     parser.add_argument("--digital", default=defaults.digital, metavar="CLOCK",
                         help="the digital step's simulated time: 'roofline[:ACCELERATOR"
                              "[:EFFICIENCY[:LATENCY_US]]]' prices the work each step does, "
@@ -142,6 +161,7 @@ CHECKS = {
     "--t-d": ("delay", lambda v: v >= 0, ">= 0 (units of tau)"),
     "--kappa0": ("kappa0", lambda v: v >= 0, ">= 0"),
     "--cells": ("cells", lambda v: v is None or v >= 1, ">= 1"),
+    "--chips": ("chips", lambda v: v >= 1, ">= 1"),
 }
 
 
@@ -171,8 +191,7 @@ def main(args: argparse.Namespace) -> int:
     problem = check(args)
     if problem:
         return _usage_error(problem)
-    from spusim.driver.client import Device
-    from spusim.training import records
+    from spusim.training import multichip, records
     from spusim.training.data import load
     from spusim.training.runs import one_blas_thread, plot, record, run, summary_table, write_json
 
@@ -190,7 +209,8 @@ def main(args: argparse.Namespace) -> int:
                        readout=args.readout, warm_start=args.warm_start,
                        integrator=args.integrator, hidden=args.hidden,
                        channels=args.channels, seed=args.seed, eval_every=args.eval_every,
-                       digital=args.digital)
+                       digital=args.digital, chips=len(_endpoints(args)) or args.chips,
+                       partition=args.partition, link=args.link)
     data = load(spec.data)
     args.batch_size, args.data = spec.batch_size, spec.data
     problem = check_batch_size(args, len(data.train))
@@ -206,17 +226,25 @@ def main(args: argparse.Namespace) -> int:
         with one_blas_thread():
             if spec.optimizer in DEVICE_OPTIMIZERS:
                 capacity = {} if args.cells is None else {"cells": args.cells}
-                device = (Device.connect(args.connect) if args.connect
-                          else Device.spawn(config=device_config) if device_config
-                          else Device.spawn(kappa0=args.kappa0, seed=spec.seed, **capacity))
-                with device:
-                    config["device"] = device.config
-                    print(f"{start}; daemon {device.endpoint}, kappa0 = "
-                          f"{device.config['kappa0']:g}", flush=True)
-                    result = run(spec, data, device)
+                keys = {"curve_server_key": args.curve_server_key,
+                        "curve_client_key": args.curve_client_key}
+                chips = (multichip.connected(_endpoints(args), **keys) if args.connect
+                         else multichip.spawned(spec.chips, device_config.get("seed"),
+                                                config=device_config) if device_config
+                         else multichip.spawned(spec.chips, spec.seed, kappa0=args.kappa0,
+                                                **capacity))
+                with chips as devices:
+                    config["device"] = devices[0].config
+                    if len(devices) > 1:
+                        config["devices"] = [device.config for device in devices]
+                    print(f"{start}; daemon {', '.join(d.endpoint for d in devices)}, kappa0 = "
+                          f"{devices[0].config['kappa0']:g}", flush=True)
+                    result = run(spec, data, devices if len(devices) > 1 else devices[0])
             else:
                 print(start, flush=True)
                 result = run(spec, data)
+    except multichip.PartitionError as error:
+        return _usage_error(str(error))
     except KeyboardInterrupt:  # before the first iteration (daemon start-up): nothing to record
         print("spu train: interrupted", file=sys.stderr)
         return INTERRUPTED
@@ -240,6 +268,11 @@ def main(args: argparse.Namespace) -> int:
         png = args.plot or path.with_name("plot.png")
         print(f"  plot: {plot([result], png, f'{spec.model} on {spec.data}', accuracy=True)}")
     return 0
+
+
+def _endpoints(args: argparse.Namespace) -> list[str]:
+    """--connect's endpoints, in order (none without --connect)."""
+    return [e.strip() for e in (args.connect or "").split(",") if e.strip()]
 
 
 def _usage_error(problem: str) -> int:

@@ -71,6 +71,20 @@ class Readout:
     second_moment_samples: int
 
 
+@dataclass(frozen=True)
+class FactoredSolve:
+    """What ``solve_factored`` returns: the read-out, and each step the daemon did for it.
+
+    readout: as :meth:`Device.read` returns it. steps: (op, result) in the order executed
+    ("run", "program_factored", "set_bias", "set_state", "run", "run", "read"; the first run
+    only with a delay, set_state only with a state, the second only with a burn-in), each
+    result as the op on its own replies it (with its ``timing``).
+    """
+
+    readout: Readout
+    steps: list[tuple[str, dict[str, Any]]]
+
+
 def as_float64(array: Any, name: str, ndim: int) -> np.ndarray:
     """``array`` as a C-contiguous float64 ndarray of ``ndim`` dimensions, or ValueError."""
     result = np.ascontiguousarray(array, dtype=np.float64)
@@ -288,6 +302,44 @@ class Device:
         self._programmed(result, rows=J.shape[0])
         return result
 
+    def supports(self, op: str) -> bool:
+        """Whether the daemon serves ``op`` (from its ``hello``)."""
+        return op in self._info.get("ops", ())
+
+    def solve_factored(self, J: Any, H: Any, damping: float, b: Any, *, record_ns: int,
+                       x: Any = None, delay_ns: int = 0, burn_ns: int = 0,
+                       integrator: str | None = None, seed: int | None = None) -> FactoredSolve:
+        """One TNGD step in one round trip (protocol 1.4): run ``delay_ns`` unrecorded under
+        the coupling programmed before (if > 0), :meth:`program_factored` (J, H, damping,
+        integrator), :meth:`set_bias` (b), :meth:`set_state` (x, if given), run ``burn_ns``
+        unrecorded (if > 0), run ``record_ns`` recording (clearing the averager first), and
+        :meth:`read`; ``seed`` restarts the noise at the first run. Every step does and costs
+        what the op alone would. It runs the device, so it is retried after a timeout only
+        when the daemon deduplicates (it then executes at most once).
+        """
+        arrays = {"J": as_float64(J, "J", 2), "H": as_float64(H, "H", 2),
+                  "b": as_float64(b, "b", 1)}
+        if x is not None:
+            arrays["x"] = as_float64(x, "x", 1)
+        seconds = self._run_seconds(delay_ns, False) if delay_ns else 0.0
+        m, n = arrays["J"].shape
+        self._programmed({"n": n, "elements": m * (m + 2 * n),
+                          "integrator": integrator or "euler_maruyama"}, rows=m)
+        seconds += self._run_seconds(burn_ns + record_ns, False)
+        reply = self._call("solve_factored",
+                           {"damping": float(damping), "integrator": integrator,
+                            "delay_ns": int(delay_ns), "burn_ns": int(burn_ns),
+                            "record_ns": int(record_ns), "seed": seed}, arrays,
+                           extra_timeout=seconds + sum(a.nbytes for a in arrays.values())
+                           / _SLOW_LINK_BYTES_PER_S)
+        steps = [(step["op"], step["result"]) for step in reply.result["steps"]]
+        self._ready = True
+        read = steps[-1][1]
+        return FactoredSolve(Readout(mean=reply.arrays["mean"], second_moment=None,
+                                     samples=read["samples"],
+                                     second_moment_samples=read["second_moment_samples"]),
+                             steps)
+
     def set_bias(self, b: Any) -> dict[str, Any]:
         """Set the bias vector b (N,): the stationary mean becomes A^-1 b."""
         return self._call("set_bias", arrays={"b": as_float64(b, "b", 1)}).result
@@ -430,13 +482,17 @@ class Device:
 
     def _record_timing(self, op: str, reply: Reply) -> None:
         """Add a reply's phases (laid out in order, ending at the reply's clock) to the totals
-        and the timeline."""
-        timing = {phase: int(ns) for phase, ns in reply.result.get("timing", {}).items()}
-        start = self._sim_time_ns - sum(timing.values())
-        for phase, ns in timing.items():
-            self._phase_ns[phase] = self._phase_ns.get(phase, 0) + ns
-            self._timeline.append(Span("device", phase, start, start + ns, {"op": op}))
-            start += ns
+        and the timeline; a reply of several steps (``solve_factored``) step by step."""
+        steps = reply.result.get("steps")
+        parts = ([(step["op"], step["result"]["timing"]) for step in steps] if steps
+                 else [(op, reply.result.get("timing", {}))])
+        start = self._sim_time_ns - sum(int(ns) for _, timing in parts for ns in timing.values())
+        for part, timing in parts:
+            for phase, ns in timing.items():
+                self._phase_ns[phase] = self._phase_ns.get(phase, 0) + int(ns)
+                self._timeline.append(Span("device", phase, start, start + int(ns),
+                                           {"op": part}))
+                start += int(ns)
 
     def _check_frame_sizes(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Refuse locally what the daemon's transport would drop without a reply."""

@@ -33,6 +33,7 @@ import zmq.auth
 
 from spusim.driver.errors import DeviceError, DeviceTimeout
 from spusim.protocol import ProtocolError, Reply, decode_reply, encode_request
+from spusim.protocol.frames import recv_frames, send_frames
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class Transport:
         self.session = session or uuid.uuid4().hex
         self._context = context or zmq.Context.instance()
         self._socket: zmq.Socket[Any] | None = None
+        self._rcvtimeo = -1  # the socket's receive timeout, ms (kept to set it only on change)
         self._ids = itertools.count(1)
         self._curve = None if curve is None else curve.load()
         self.sent = 0  # requests sent, every attempt counted
@@ -97,7 +99,7 @@ class Transport:
             frames = encode_request(request_id, op, args, arrays, session=self.session,
                                     attempt=attempt, lease=lease)
             socket = self._connected()
-            socket.send_multipart(frames, copy=False)
+            send_frames(socket, frames)
             self.sent += 1
             try:
                 reply = self._await(socket, request_id, timeout, interval)
@@ -138,9 +140,15 @@ class Transport:
                 beats.add(self._send(socket, "ping", {"request": request_id}))
                 beat = now + heartbeat_s  # type: ignore[operator]
             wake = min(deadline, beat, heard + self.liveness_s if heartbeat_s else math.inf)
-            if not socket.poll(max(1, math.ceil((wake - now) * 1000)), zmq.POLLIN):
+            # a blocking receive under the socket's timeout (set only when it changes): cheaper
+            # per round trip than building a poller and polling before each receive
+            timeout_ms = max(1, math.ceil((wake - now) * 1000))
+            if timeout_ms != self._rcvtimeo:
+                socket.rcvtimeo = self._rcvtimeo = timeout_ms
+            try:
+                frames = recv_frames(socket)
+            except zmq.Again:
                 continue
-            frames = socket.recv_multipart(copy=False)
             try:
                 reply = decode_reply(frames)
             except ProtocolError as error:
@@ -174,6 +182,7 @@ class Transport:
                 self._socket.curve_publickey = public
                 self._socket.curve_secretkey = secret
             self._socket.connect(self.endpoint)
+            self._rcvtimeo = -1
         return self._socket
 
     def _discard_socket(self) -> None:

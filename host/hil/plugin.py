@@ -10,6 +10,9 @@ Fixtures
         started once per distinct configuration and kept for the session, stopped cleanly at
         its end, restarted if a test killed it. ``spu_daemon.connect()`` gives more clients.
     ``spu_daemon_pool``  (session) the :class:`DaemonPool` behind ``spu_daemon``.
+    ``spu_chips``  ``spu_chips(k)``: k devices on k distinct daemons of the test's options
+        (chip i's daemon seeded seed + i), each reset like ``spu_device``: several chips for
+        one multi-chip optimizer (docs/scaling.md).
 
 Marker
     ``@pytest.mark.spu_config(**options)``  daemon options by flag name (``cells=64``,
@@ -19,8 +22,10 @@ Marker
     (``kappa=0.5``) keeps the daemon from starting, and the test errors with the daemon's log.
 
 Options
-    ``--spu-connect ENDPOINT``  run against a running daemon (or a real device's gateway)
-    instead of starting one; tests with an ``spu_config`` marker are then skipped.
+    ``--spu-connect ENDPOINT[,ENDPOINT...]``  run against running daemons (or a real device's
+    gateway) instead of starting them: the first for ``spu_device``, chip i of ``spu_chips``
+    on the i-th (tests that need more are skipped); tests with an ``spu_config`` marker are
+    then skipped.
     ``--spu-option KEY=VALUE``  default daemon option for every test (repeatable).
     ``--spu-start-timeout S``, ``--spu-timeout S``.
 
@@ -33,7 +38,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +56,10 @@ log = logging.getLogger("spusim.pytest")
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("spusim", "SPU device daemons (spusim hardware-in-the-loop)")
-    group.addoption("--spu-connect", metavar="ENDPOINT", default=None,
+    group.addoption("--spu-connect", metavar="ENDPOINT[,ENDPOINT...]", default=None,
                     help="use the daemon at ENDPOINT instead of starting one per configuration "
-                         "(tests marked spu_config are skipped)")
+                         "(tests marked spu_config are skipped); several, comma-separated, for "
+                         "the chips of spu_chips")
     group.addoption("--spu-option", action="append", default=[], metavar="KEY=VALUE",
                     help="daemon option for every test, by flag name (e.g. cells=64); repeatable")
     group.addoption("--spu-start-timeout", type=float, default=120.0, metavar="S",
@@ -131,7 +137,7 @@ class SpuDaemon:
 
 
 class DaemonPool:
-    """The session's daemons, one per distinct set of options."""
+    """The session's daemons, one per distinct set of options and chip index."""
 
     def __init__(self, config: pytest.Config, key_dir: Path) -> None:
         self._defaults = _parse_options(config.getoption("spu_option"))
@@ -141,15 +147,21 @@ class DaemonPool:
         self._key_dir = key_dir
         self._daemons: dict[tuple[tuple[str, str], ...], SpuDaemon] = {}
 
-    def get(self, options: dict[str, Any]) -> SpuDaemon:
-        """The running daemon for ``options`` (merged over the --spu-option defaults)."""
+    def get(self, options: dict[str, Any], chip: int = 0) -> SpuDaemon:
+        """The running daemon for ``options`` (merged over the --spu-option defaults); chip
+        i > 0: a distinct daemon of the same options (its seed, if any, plus i)."""
         if self._connect is not None:
             if options:
                 pytest.skip(f"needs its own daemon ({MARKER}{options}); --spu-connect is set")
-            return self._daemons.setdefault((), SpuDaemon(self._connect, None, {},
-                                                          timeout=self._timeout))
+            endpoints = self._connect.split(",")
+            if chip >= len(endpoints):
+                pytest.skip(f"needs {chip + 1} daemons; --spu-connect gives {len(endpoints)}")
+            return self._daemons.setdefault(((str(chip), ""),), SpuDaemon(
+                endpoints[chip].strip(), None, {}, timeout=self._timeout))
         merged = {**self._defaults, **options}
-        key = tuple(sorted((name, repr(value)) for name, value in merged.items()))
+        if chip and "seed" in merged:
+            merged["seed"] = int(merged["seed"]) + chip
+        key = (*sorted((name, repr(value)) for name, value in merged.items()), (str(chip), ""))
         daemon = self._daemons.get(key)
         if daemon is not None and not daemon.running:
             log.warning("the spu daemon %s died (exit code %s): restarting it", daemon.endpoint,
@@ -232,11 +244,33 @@ def spu_daemon(spu_daemon_pool: DaemonPool, request: pytest.FixtureRequest) -> I
 @pytest.fixture
 def spu_device(spu_daemon: SpuDaemon) -> Device:
     """Connected, with nothing programmed and the daemon's start-up faults in force."""
-    device = spu_daemon.connect()
+    return _prepared(spu_daemon)
+
+
+@pytest.fixture
+def spu_chips(spu_daemon_pool: DaemonPool,
+              request: pytest.FixtureRequest) -> Iterator[Callable[[int], list[Device]]]:
+    """``spu_chips(k)``: k devices, each like ``spu_device``, on k distinct daemons of the
+    test's options; closed after the test."""
+    options, used = _marker_options(request.node), []
+
+    def chips(k: int) -> list[Device]:
+        daemons = [spu_daemon_pool.get(options, chip=i) for i in range(k)]
+        used.extend(daemons)
+        return [_prepared(daemon) for daemon in daemons]
+
+    yield chips
+    for daemon in used:
+        daemon.close_clients()
+
+
+def _prepared(daemon: SpuDaemon) -> Device:
+    """A new client of ``daemon``: nothing programmed, the start-up faults in force."""
+    device = daemon.connect()
     if device.info.get("test_mode"):
-        if spu_daemon.startup_faults is None:
-            spu_daemon.startup_faults = device.status()["faults"]["config"]
-        device.inject_fault(**spu_daemon.startup_faults)  # undo what an earlier test injected
+        if daemon.startup_faults is None:
+            daemon.startup_faults = device.status()["faults"]["config"]
+        device.inject_fault(**daemon.startup_faults)  # undo what an earlier test injected
     for attempt in range(3):  # a start-up reset fault may strike the reset itself
         try:
             device.reset()

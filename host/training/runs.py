@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -68,14 +68,21 @@ def build_model(name: str, data: Dataset, hidden: int = 32, seed: int = 0,
 
 
 def build_optimizer(spec: RunSpec, model: nn.Module,
-                    device: Device | None = None) -> NaturalGradient | FirstOrder:
-    """The optimizer of ``spec`` over ``model``; TNGD and TNGD-Adam need ``device``."""
+                    device: Device | Sequence[Device] | None = None
+                    ) -> NaturalGradient | FirstOrder:
+    """The optimizer of ``spec`` over ``model``; TNGD and TNGD-Adam need ``device`` (a list
+    of ``spec.chips`` devices for several chips)."""
     name, lr = spec.optimizer, spec.learning_rate
     if name in DEVICE_OPTIMIZERS:
         if device is None:
             raise ValueError(f"{name} needs a device")
+        chips = list(device) if isinstance(device, Sequence) else [device]
+        if len(chips) != spec.chips:
+            raise ValueError(f"the spec asks for {spec.chips} chips, {len(chips)} given")
+        where = ({"device": chips[0]} if spec.chips == 1 else
+                 {"devices": chips, "partition": spec.partition, "link": spec.link})
         update = Adam(lr, betas=(0.0, 0.0)) if name == "tngd-adam" else None
-        return TNGD(model, device=device, update=update, lr=lr, momentum=spec.momentum,
+        return TNGD(model, **where, update=update, lr=lr, momentum=spec.momentum,
                     damping=spec.damping, t=spec.t, delay=spec.delay,
                     warm_start=spec.warm_start, readout=spec.readout, seed=spec.seed,
                     integrator=spec.integrator)
@@ -92,7 +99,7 @@ def build_optimizer(spec: RunSpec, model: nn.Module,
     raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {name!r}")
 
 
-def run(spec: RunSpec, data: Dataset, device: Device | None = None,
+def run(spec: RunSpec, data: Dataset, device: Device | Sequence[Device] | None = None,
         progress: bool = True) -> Result:
     """Train ``spec`` (a fresh model) on ``data`` with a progress bar on stderr. Ctrl-C ends
     the run early (History.interrupted; no records if it came before the first iteration)."""

@@ -30,7 +30,10 @@ class RunSpec:
     seed: model initialisation, batch order and the device's noise stream. eval_every:
     iterations between test-set evaluations. data: "digits" or "mnist" (the caller loads it).
     channels: the CNN's convolution kernels. digital: the digital clock (timing.digital's
-    ``roofline[:ACCELERATOR[:EFFICIENCY[:LATENCY_US]]]`` or ``measured[:SCALE]``)."""
+    ``roofline[:ACCELERATOR[:EFFICIENCY[:LATENCY_US]]]`` or ``measured[:SCALE]``). chips:
+    TNGD's devices, one block of the parameters each, cut by ``partition`` ("layer" or
+    "contiguous"), their transfers on a ``link`` "separate" or "shared"
+    (host/training/multichip.py)."""
 
     data: str = "digits"
     model: str = "mlp"
@@ -45,12 +48,15 @@ class RunSpec:
     cg_iterations: int = 10
     readout: str = "final"
     warm_start: bool | None = None
-    integrator: str = "euler_maruyama"
+    integrator: str = "auto"
     hidden: int = 32
     channels: int = 4
     seed: int = 0
     eval_every: int = 10
     digital: str = DEFAULT_DIGITAL
+    chips: int = 1
+    partition: str = "layer"
+    link: str = "separate"
 
     @property
     def learning_rate(self) -> float:
@@ -59,16 +65,19 @@ class RunSpec:
     def label(self, device: Any = None) -> str:
         """The optimizer, and for TNGD its analog time and delay; with ``device`` (a Device),
         the times it really runs (whole ADC sample intervals, at least one: t = 0 runs one
-        interval)."""
+        interval; the first of several chips)."""
         if self.optimizer not in DEVICE_OPTIMIZERS:
             return self.optimizer
         t = _run_tau(self.t, device)
         delay = f", t_d={_run_tau(self.delay, device)}" if self.delay else ""
-        return f"{self.optimizer} (t={t}{delay})"
+        chips = f", {self.chips} chips" if self.chips > 1 else ""
+        return f"{self.optimizer} (t={t}{delay}{chips})"
 
 
 def _run_tau(t: float, device: Any) -> str:
     """``t`` (tau) as the device runs it: "5τ", or "0.1τ, asked 0" where it rounds up."""
+    if isinstance(device, (list, tuple)):
+        device = device[0]
     if device is None:
         return f"{t:g}τ"
     real = device.duration_ns(t) / device.tau_ns
