@@ -73,13 +73,14 @@ def _workloads(n: int, config: DeviceConfig) -> tuple[dict[str, Work], dict[str,
     def euler_maruyama(count: int) -> None:  # count = sample intervals
         _completed(kernels.euler_maruyama_run(A, b, x_em, h, noise_scale, count,
                                               steps_per_sample, rng, True, False, sums_em,
-                                              adc), count)
+                                              kernels.no_lag(n), adc), count)
 
     no_filter = np.zeros((5, 0))
 
     def exact(count: int) -> None:  # count = steps = sample intervals
         _completed(kernels.exact_modal_run(decay, drive, noise_sd, y_ou, no_filter, no_filter[0],
-                                           V, count, rng, True, False, sums_ou, adc), count)
+                                           V, count, rng, True, False, sums_ou,
+                                           kernels.no_lag(n), adc), count)
 
     works = {"matvec": matvec, "euler_maruyama": euler_maruyama, "exact": exact}
     steps_per_unit = {"matvec": 1, "euler_maruyama": steps_per_sample, "exact": 1}
@@ -136,7 +137,8 @@ def measure_factored(n: int = FACTORED_N, m: int = FACTORED_M, reps: int = 5,
 
     def factored(count: int) -> None:
         _completed(kernels.euler_maruyama_factored_run(J, H, damping, b, x, 0.1, 0.01, count, 1,
-                                                       rng, True, False, sums, adc), count)
+                                                       rng, True, False, sums, kernels.no_lag(n),
+                                                       adc), count)
 
     def matvecs(count: int) -> None:
         dot = np.dot
@@ -152,7 +154,7 @@ def measure_factored(n: int = FACTORED_N, m: int = FACTORED_M, reps: int = 5,
     def exact(count: int) -> None:
         _completed(kernels.exact_factored_run(U, step.alpha, step.beta, step.decay_perp,
                                               step.noise_perp, drive, x_exact, count, rng, True,
-                                              False, sums, adc), count)
+                                              False, sums, kernels.no_lag(n), adc), count)
 
     def projections(count: int) -> None:
         dot = np.dot

@@ -81,7 +81,7 @@ def measure(n: int = N, m: int = M, reps: int = 3, warmup: int = 0,
             for one in (step.over(jump_samples * d_tau), step):
                 kernels.exact_factored_run(one.basis, one.alpha, one.beta, one.decay_perp,
                                            one.noise_perp, one.drive(g), x, 1, rng,
-                                           one is step, False, sums, adc)
+                                           one is step, False, sums, kernels.no_lag(len(g)), adc)
 
         def raw() -> None:
             dealer.send_multipart([header, J], copy=False)

@@ -129,9 +129,10 @@ class DenseCoupling:
         check_euler_step(eigenvalues, config.em_step_ns / config.tau_ns, config.em_step_ns)
         return None
 
-    def euler(self, b, x, h, noise_scale, count, steps, rng, record, second, sums, adc) -> int:
+    def euler(self, b, x, h, noise_scale, count, steps, rng, record, second, sums, lag,
+              adc) -> int:
         return int(kernels.euler_maruyama_run(self.A, b, x, h, noise_scale, count, steps, rng,
-                                              record, second, sums, adc))
+                                              record, second, sums, lag, adc))
 
 
 @dataclass(frozen=True)
@@ -252,10 +253,11 @@ class FactoredCoupling:
         return float(eigsh(operator, k=1, which="SA", tol=1e-10,
                            return_eigenvectors=False)[0])
 
-    def euler(self, b, x, h, noise_scale, count, steps, rng, record, second, sums, adc) -> int:
+    def euler(self, b, x, h, noise_scale, count, steps, rng, record, second, sums, lag,
+              adc) -> int:
         return int(kernels.euler_maruyama_factored_run(
             self.J, self.H, self.damping, b, x, h, noise_scale, count, steps, rng, record,
-            second, sums, adc))
+            second, sums, lag, adc))
 
 
 Coupling = DenseCoupling | FactoredCoupling

@@ -73,6 +73,54 @@ def _track(x, adc):
 
 
 @njit(cache=True, nogil=True)
+def _lag(sample, lag, pairs, paired):
+    """The on-device lag correlator: pair sample x_k with the sample L before it, x_{k-L}, for
+    the lag sum, then keep x_k in the ring buffer of the last L samples. Returns the new fill
+    level of ``pairs`` (2, SECOND_MOMENT_BATCH, N): rows x_k and x_{k-L}, whose products
+    :func:`_flush_pairs` adds to the lag sum as one BLAS product when it is full.
+
+    lag = (ring (L, N), sum_lag (N, N), position (2,) int64 [next slot, samples held <= L]);
+    L >= 1 (L = 0, ring (0, N), is no correlator: the caller skips it). The first L samples of
+    a run add no product.
+    """
+    ring, sum_lag, position = lag
+    size = ring.shape[0]
+    slot = position[0]
+    if position[1] == size:
+        pairs[0, paired, :] = sample
+        pairs[1, paired, :] = ring[slot]
+        paired += 1
+        if paired == pairs.shape[1]:
+            _flush_pairs(pairs, paired, sum_lag)
+            paired = 0
+    else:
+        position[1] += 1
+    ring[slot, :] = sample
+    position[0] = slot + 1 if slot + 1 < size else 0
+    return paired
+
+
+@njit(cache=True, nogil=True)
+def _flush_pairs(pairs, paired, sum_lag):
+    """Add x_k x_{k-L}^T of the first ``paired`` buffered pairs to ``sum_lag``."""
+    if paired > 0:
+        sum_lag += np.dot(pairs[0, :paired].T, pairs[1, :paired])
+
+
+@njit(cache=True, nogil=True)
+def _pair_buffer(lagging, n):
+    return np.empty((2, SECOND_MOMENT_BATCH if lagging else 0, n))
+
+
+@njit(cache=True, nogil=True)
+def _read_value(x, adc, reading):
+    """The array holding the sample :func:`_sample` just recorded of x."""
+    if adc[1][ADC_ACTIVE] != 0.0:
+        return reading
+    return adc[3] if adc[1][FILTER_GAIN] > 0.0 else x
+
+
+@njit(cache=True, nogil=True)
 def _sample(x, record, sums, batch, filled, adc, reading, rng):
     """The ADC takes one sample of x, or of the filter output adc[3] when the readout has an
     anti-alias filter (see :func:`_track`). Returns -1 if x is not finite (the run diverged),
@@ -110,13 +158,14 @@ def _second_moment_buffer(second_moments, n):
 
 @njit(cache=True, nogil=True)
 def euler_maruyama_run(A, b, x, h, noise_scale, n_samples, steps_per_sample, rng,
-                       record, second_moments, sums, adc):
+                       record, second_moments, sums, lag, adc):
     """Euler-Maruyama for dx = -(A x - b) dt + sqrt(2 kappa0) dW, t in units of tau.
 
     A: (N, N); b, x: (N,), x updated in place. h: step in tau; noise_scale: sqrt(2 kappa0 h).
     Runs ``n_samples`` ADC samples of ``steps_per_sample`` steps each; when ``record`` adds each
     sample (as the ADC reads it, see :func:`_convert`) to sums = (sum_x (N,), sum_xx (N, N)),
-    the outer products only with ``second_moments``. Returns the number of samples taken:
+    the outer products only with ``second_moments``, and its lag product to ``lag`` (see
+    :func:`_lag`; :func:`no_lag` for none). Returns the number of samples taken:
     fewer than ``n_samples`` if the state stopped being finite (the run diverged at the next);
     the sums are then incomplete (buffered outer products are not added) and the caller
     discards them.
@@ -125,6 +174,8 @@ def euler_maruyama_run(A, b, x, h, noise_scale, n_samples, steps_per_sample, rng
     ax, reading = np.empty(n), np.empty(n)
     batch = _second_moment_buffer(second_moments, n)
     filled = 0
+    lagging = record and lag[0].shape[0] > 0
+    pairs, paired = _pair_buffer(lagging, n), 0
     for sample in range(n_samples):
         for _ in range(steps_per_sample):
             np.dot(A, x, ax)
@@ -134,13 +185,16 @@ def euler_maruyama_run(A, b, x, h, noise_scale, n_samples, steps_per_sample, rng
         filled = _sample(x, record, sums, batch, filled, adc, reading, rng)
         if filled < 0:
             return sample
+        if lagging:
+            paired = _lag(_read_value(x, adc, reading), lag, pairs, paired)
     _flush(batch, filled, sums[1])
+    _flush_pairs(pairs, paired, lag[1])
     return n_samples
 
 
 @njit(cache=True, nogil=True)
 def euler_maruyama_factored_run(J, H, damping, b, x, h, noise_scale, n_samples,
-                                steps_per_sample, rng, record, second_moments, sums, adc):
+                                steps_per_sample, rng, record, second_moments, sums, lag, adc):
     """Euler-Maruyama for the factored drift (J^T H J + diag(damping)) x - b, O(mN) a step.
 
     J: (m, N), H: (m, m), damping: (N,) per-cell lambda. The N x N matrix is never formed.
@@ -150,6 +204,8 @@ def euler_maruyama_factored_run(J, H, damping, b, x, h, noise_scale, n_samples,
     jx, hjx, drift, reading = np.empty(J.shape[0]), np.empty(J.shape[0]), np.empty(n), np.empty(n)
     batch = _second_moment_buffer(second_moments, n)
     filled = 0
+    lagging = record and lag[0].shape[0] > 0
+    pairs, paired = _pair_buffer(lagging, n), 0
     for sample in range(n_samples):
         for _ in range(steps_per_sample):
             np.dot(J, x, jx)
@@ -162,13 +218,16 @@ def euler_maruyama_factored_run(J, H, damping, b, x, h, noise_scale, n_samples,
         filled = _sample(x, record, sums, batch, filled, adc, reading, rng)
         if filled < 0:
             return sample
+        if lagging:
+            paired = _lag(_read_value(x, adc, reading), lag, pairs, paired)
     _flush(batch, filled, sums[1])
+    _flush_pairs(pairs, paired, lag[1])
     return n_samples
 
 
 @njit(cache=True, nogil=True)
 def exact_modal_run(decay, drive, noise_sd, y, filtered, g, basis, n_samples, rng,
-                    record, second_moments, sums, adc):
+                    record, second_moments, sums, lag, adc):
     """Exact OU transition over one sample interval, in the eigenbasis of A = V diag(lam) V^T.
 
     The coordinates y = V^T x evolve independently: y <- decay * y + drive + noise_sd * z1 with
@@ -190,6 +249,8 @@ def exact_modal_run(decay, drive, noise_sd, y, filtered, g, basis, n_samples, rn
     x, reading = np.empty(n), np.empty(n)
     batch = _second_moment_buffer(second_moments, n)
     filled = 0
+    lagging = record and lag[0].shape[0] > 0
+    pairs, paired = _pair_buffer(lagging, n), 0
     for sample in range(n_samples):
         for i in range(n):
             z = rng.standard_normal()
@@ -204,13 +265,16 @@ def exact_modal_run(decay, drive, noise_sd, y, filtered, g, basis, n_samples, rn
             filled = _sample(observed, record, sums, batch, filled, adc, reading, rng)
         if filled < 0:
             return sample
+        if lagging:
+            paired = _lag(reading if converting else observed, lag, pairs, paired)
     _flush(batch, filled, sums[1])
+    _flush_pairs(pairs, paired, lag[1])
     return n_samples
 
 
 @njit(cache=True, nogil=True)
 def exact_factored_run(U, alpha, beta, decay_perp, noise_perp, drive, x, n_samples, rng,
-                       record, second_moments, sums, adc):
+                       record, second_moments, sums, lag, adc):
     """Exact OU transition over one sample interval for A = J^T H J + lam I, kept factored
     (device.transition.FactoredTransition): with xi ~ N(0, I_N),
 
@@ -224,6 +288,8 @@ def exact_factored_run(U, alpha, beta, decay_perp, noise_perp, drive, x, n_sampl
     coefficients, back, reading = np.empty(r), np.empty(n), np.empty(n)
     batch = _second_moment_buffer(second_moments, n)
     filled = 0
+    lagging = record and lag[0].shape[0] > 0
+    pairs, paired = _pair_buffer(lagging, n), 0
     for sample in range(n_samples):
         for i in range(n):
             pair[0, i] = x[i]
@@ -237,7 +303,10 @@ def exact_factored_run(U, alpha, beta, decay_perp, noise_perp, drive, x, n_sampl
         filled = _sample(x, record, sums, batch, filled, adc, reading, rng)
         if filled < 0:
             return sample
+        if lagging:
+            paired = _lag(_read_value(x, adc, reading), lag, pairs, paired)
     _flush(batch, filled, sums[1])
+    _flush_pairs(pairs, paired, lag[1])
     return n_samples
 
 
@@ -271,6 +340,21 @@ def ideal_adc(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return np.zeros(n), np.zeros(ADC_PARAMETERS), np.zeros(1, dtype=np.int64), np.zeros(n)
 
 
+LagState = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def lag_correlator(lag_samples: int, n: int) -> LagState:
+    """An empty lag correlator for ``lag_samples`` = L sample intervals and N cells (the
+    kernels' ``lag`` argument: ring (L, N), sum_lag (N, N), position (2,) int64)."""
+    return (np.zeros((lag_samples, n)), np.zeros((n, n) if lag_samples else (0, 0)),
+            np.zeros(2, dtype=np.int64))
+
+
+def no_lag(n: int) -> LagState:
+    """The ``lag`` argument of a run without the correlator."""
+    return lag_correlator(0, n)
+
+
 def warm_up() -> None:
     """Compile (or load from the cache) every kernel with its one canonical signature."""
     n = 2
@@ -278,12 +362,14 @@ def warm_up() -> None:
     sums = (np.zeros(n), np.zeros((n, n)))
     rng = np.random.default_rng(0)
     adc = ideal_adc(n)
+    lag = lag_correlator(1, n)
     asymmetry(A)
-    euler_maruyama_run(A, vec, x, 0.1, 0.1, 1, 1, rng, True, True, sums, adc)
-    euler_maruyama_factored_run(A, A, vec, vec, x, 0.1, 0.1, 1, 1, rng, True, True, sums, adc)
+    euler_maruyama_run(A, vec, x, 0.1, 0.1, 1, 1, rng, True, True, sums, lag, adc)
+    euler_maruyama_factored_run(A, A, vec, vec, x, 0.1, 0.1, 1, 1, rng, True, True, sums, lag,
+                                adc)
     exact_modal_run(vec, vec, vec, x, np.zeros((5, n)), vec.copy(), A, 1, rng, True, True, sums,
-                    adc)
-    exact_factored_run(A, vec, vec, 0.5, 0.1, vec, x, 1, rng, True, True, sums, adc)
+                    lag, adc)
+    exact_factored_run(A, vec, vec, 0.5, 0.1, vec, x, 1, rng, True, True, sums, lag, adc)
     from spusim.device import kernels_linear  # it builds on this module's sampling helpers
 
     kernels_linear.warm_up()
@@ -299,7 +385,8 @@ def seconds_per_cell_step(n: int = 128, steps: int = 200) -> float:
     sums = (np.zeros(n), np.zeros((0, 0)))
     rng = np.random.default_rng(0)
     started = time.perf_counter()
-    euler_maruyama_run(A, vec, x, 0.1, 0.1, steps, 1, rng, True, False, sums, ideal_adc(n))
+    euler_maruyama_run(A, vec, x, 0.1, 0.1, steps, 1, rng, True, False, sums, no_lag(n),
+                       ideal_adc(n))
     return (time.perf_counter() - started) / (steps * n * n)
 
 

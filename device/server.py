@@ -286,6 +286,13 @@ class DeviceServer:
                                     f"{args['duration_ns']} exceeds this daemon's longest run, "
                                     f"{self.max_run_ns} ns", op="run", argument="duration_ns",
                                     limit=self.max_run_ns)
+            case "run" if (lag_bytes := 8 * cells * (args["lag_samples"] + cells)) > \
+                    self.max_queued_bytes:
+                raise ProtocolError(ErrorCode.BAD_ARGUMENT, f"run: lag_samples "
+                                    f"{args['lag_samples']} needs a ring buffer and lag sum of "
+                                    f"{lag_bytes} bytes on {cells} cells, more than this "
+                                    f"daemon's {self.max_queued_bytes}", op="run",
+                                    argument="lag_samples", limit=self.max_queued_bytes)
             case "program":
                 A = arrays["A"]
                 if A.ndim != 2 or A.shape[0] != A.shape[1]:
@@ -746,10 +753,11 @@ class _ConnectionWatch:
 
 def _op_clock_bound_ns(config: DeviceConfig) -> int:
     """The most simulated time any op but a run's evolution can cost on this device: an
-    upload of 3 cells^2 values and a readout of cells^2 + cells values (ns)."""
+    upload of 3 cells^2 values and a readout of 2 cells^2 + cells values (mean, second and
+    lag moments) (ns)."""
     timing, cells = config.timing, config.cells
     return (sum(timing.upload(3 * cells**2, cells).values())
-            + sum(timing.readout(cells, cells**2 + cells).values()))
+            + sum(timing.readout(cells, 2 * cells**2 + cells).values()))
 
 
 def _needs_session(holder: Holder | None, op: str) -> Holder:

@@ -43,28 +43,38 @@ Result = tuple[dict[str, Any], dict[str, np.ndarray]]
 
 @dataclass
 class _Averager:
-    """Running sums of the ADC samples: first moments always, second moments on request."""
+    """Running sums of the ADC samples: first moments always, second moments and lag products
+    x_k x_{k-L}^T (the lag correlator, L = lag_samples sample intervals) on request."""
 
     sum_x: np.ndarray  # (n,)
     sum_xx: np.ndarray  # (n, n), or (0, 0) while no second moments are recorded
+    sum_lag: np.ndarray  # (n, n), or (0, 0) while no lag products are recorded
     samples: int = 0
     second_moment_samples: int = 0
+    lag_samples: int = 0  # L of the lag products held (0: none)
+    lag_pairs: int = 0
 
     @classmethod
-    def empty(cls, n: int, second_moments: bool = False) -> _Averager:
-        return cls(np.zeros(n), np.zeros((n, n) if second_moments else (0, 0)))
+    def empty(cls, n: int, second_moments: bool = False, lag_samples: int = 0) -> _Averager:
+        return cls(np.zeros(n), np.zeros((n, n) if second_moments else (0, 0)),
+                   np.zeros((n, n) if lag_samples else (0, 0)), lag_samples=lag_samples)
 
     def absorb(self, run: _Averager, basis: np.ndarray | None) -> None:
         """Add a run's sums, taken in the coordinates y = basis^T x (None: in x itself)."""
-        sum_x, sum_xx = run.sum_x, run.sum_xx
+        sum_x, sum_xx, sum_lag = run.sum_x, run.sum_xx, run.sum_lag
         if basis is not None:
             sum_x = basis @ sum_x
             sum_xx = basis @ sum_xx @ basis.T if run.second_moment_samples else sum_xx
+            sum_lag = basis @ sum_lag @ basis.T if run.lag_pairs else sum_lag
         self.sum_x += sum_x
         self.samples += run.samples
         if run.second_moment_samples:
             self.sum_xx = self.sum_xx + sum_xx if self.second_moment_samples else sum_xx
             self.second_moment_samples += run.second_moment_samples
+        if run.lag_pairs:
+            self.sum_lag = self.sum_lag + sum_lag if self.lag_pairs else sum_lag
+            self.lag_pairs += run.lag_pairs
+            self.lag_samples = run.lag_samples
 
 
 # The kernels' ``adc`` argument: readout offsets, parameters, clip counter, filter output.
@@ -217,12 +227,14 @@ class EmulatedSPU:
         return self._uploaded(x.size, clipped)
 
     def run(self, duration_ns: int, record: bool = True, second_moments: bool = False,
-            clear: bool = False, seed: int | None = None,
+            clear: bool = False, seed: int | None = None, lag_samples: int = 0,
             cancel: threading.Event | None = None) -> Result:
         """Evolve for ``duration_ns``, the ADC sampling every ``sample_interval_ns``.
 
         ``record`` adds the samples to the averager (``second_moments`` also their outer
-        products); ``clear`` first discards what it holds; ``seed`` restarts the noise stream.
+        products; ``lag_samples`` = L >= 1 also the lag products x_k x_{k-L}^T of samples L
+        intervals apart within this run, from a ring buffer of its last L samples: (samples -
+        L) pairs); ``clear`` first discards what it holds; ``seed`` restarts the noise stream.
         ``cancel`` stops the run between chunks (CANCELLED, ``completed_ns``).
 
         An unrecorded run takes no ADC readings, so none can clip (``adc_clipped`` 0); with an
@@ -236,21 +248,25 @@ class EmulatedSPU:
             raise ProtocolError(ErrorCode.BAD_ARGUMENT,
                                 f"duration_ns={duration_ns} is not a multiple of the ADC sample "
                                 f"interval ({interval} ns)", sample_interval_ns=interval)
+        self._check_lag(lag_samples, record, clear)
         self._prepare()
         if seed is not None:
             self._rng = np.random.default_rng(seed)
         if clear:
             self._averager = _Averager.empty(self.n)
+        lag = kernels.lag_correlator(lag_samples, self.n)  # its ring holds x
         clipped = self._adc[2]  # the ADC's clip counter, reported per run
         clipped[0] = 0
         total = duration_ns // interval
         done = jumped = 0
         for stepper, count in self._segments(self.clock.now_ns, total, jump=not record):
-            sums = _Averager.empty(self.n, second_moments)  # in the stepper's coordinates
+            # in the stepper's coordinates, as is the ring buffer while it steps
+            sums = _Averager.empty(self.n, second_moments, lag_samples)
+            lag = _lag_in(lag, stepper.basis, sums.sum_lag)
             if not record and isinstance(stepper, (_ModalStepper, _FactoredStepper)):
                 jumped = stepper.span * interval
             taken, failure = self._advance(stepper, count, done, record, second_moments, sums,
-                                           cancel)
+                                           lag, cancel)
             done += taken
             if failure is not None and failure.code == ErrorCode.DIVERGED:
                 self._x, self._hidden = np.zeros(self.n), np.zeros(self.n)
@@ -260,6 +276,7 @@ class EmulatedSPU:
             self._x, self._hidden = stepper.state_x(), stepper.hidden(self._hidden)
             stepper.store_filter(self._adc[3])
             self._averager.absorb(sums, stepper.basis)
+            lag = _lag_in(lag, None if stepper.basis is None else stepper.basis.T, sums.sum_lag)
             if failure is not None:
                 raise failure
         result = {"samples": total if record else 0, "adc_clipped": int(clipped[0]),
@@ -284,8 +301,22 @@ class EmulatedSPU:
         return ("euler_maruyama steps by em_step_ns, the paper's numerics; the exact "
                 "integrator crosses an unrecorded run in one transition")
 
+    def _check_lag(self, lag_samples: int, record: bool, clear: bool) -> None:
+        """Refuse a lag correlator that would record nothing or mix lags in the averager."""
+        if not lag_samples:
+            return
+        if not record:
+            raise ProtocolError(ErrorCode.BAD_ARGUMENT, "lag_samples needs record=true: an "
+                                "unrecorded run takes no samples", argument="lag_samples")
+        held = self._averager.lag_samples
+        if held and held != lag_samples and not clear:
+            raise ProtocolError(ErrorCode.BAD_ARGUMENT, f"the averager holds lag products at "
+                                f"lag_samples={held}; read them or run with clear=true before "
+                                f"recording lag_samples={lag_samples}", argument="lag_samples",
+                                held=held)
+
     def _advance(self, stepper: _Stepper, count: int, before: int, record: bool,
-                 second_moments: bool, sums: _Averager,
+                 second_moments: bool, sums: _Averager, lag: kernels.LagState,
                  cancel: threading.Event | None) -> tuple[int, ProtocolError | None]:
         """Run ``stepper`` for ``count`` steps in chunks, moving the clock with each chunk
         (so status shows a long run's progress) and stopping early on ``cancel`` or
@@ -295,7 +326,7 @@ class EmulatedSPU:
         interval = self.config.sample_interval_ns
         span = stepper.span
         chunk = max(kernels.SECOND_MOMENT_BATCH if second_moments else 1,
-                    _CHUNK_WORK // self._work_per_sample(second_moments))
+                    _CHUNK_WORK // self._work_per_sample(second_moments or sums.lag_samples > 0))
         done = 0
         while done < count:
             if cancel is not None and cancel.is_set():
@@ -304,12 +335,15 @@ class EmulatedSPU:
                                                   f"run stopped after {completed} ns",
                                                   completed_ns=completed)
             size = min(chunk, count - done)
-            taken = stepper.advance(size, record, second_moments, sums)
+            held = int(lag[2][1])
+            taken = stepper.advance(size, record, second_moments, sums, lag)
             self.clock.advance(self.timing.evolve(min(taken + 1, size) * span * interval))
             done += taken
             if record:
                 sums.samples += taken
                 sums.second_moment_samples += taken if second_moments else 0
+                if sums.lag_samples:  # samples past the run's first L
+                    sums.lag_pairs += taken - (int(lag[2][1]) - held)
             if taken < size:
                 failed_ns = (before + (done + 1) * span) * interval
                 return done * span, ProtocolError(ErrorCode.DIVERGED,
@@ -319,8 +353,11 @@ class EmulatedSPU:
                                                   completed_ns=failed_ns)
         return done * span, None
 
-    def read(self, second_moments: bool = False, clear: bool = True) -> Result:
-        """Time averages of the recorded samples: mean (N,), and second moment (N, N) E[x x^T]."""
+    def read(self, second_moments: bool = False, clear: bool = True,
+             lag_moment: bool = False) -> Result:
+        """Time averages of the recorded samples: mean (N,), second moment (N, N) E[x x^T],
+        and with ``lag_moment`` the lag moment (N, N) E[x_k x_{k-L}^T] of the runs recorded
+        with lag_samples = L (not symmetric; ``lag_pairs`` products, ``lag_samples`` L)."""
         self._programmed()
         averager = self._averager
         if averager.samples == 0:
@@ -330,6 +367,10 @@ class EmulatedSPU:
         if second_moments and averager.second_moment_samples == 0:
             raise ProtocolError(ErrorCode.NO_SAMPLES,
                                 "no second moments recorded: run with second_moments=true first")
+        if lag_moment and averager.lag_pairs == 0:
+            raise ProtocolError(ErrorCode.NO_SAMPLES,
+                                "no lag products recorded: run with lag_samples >= 1 for longer "
+                                "than lag_samples sample intervals first")
         arrays = {"mean": averager.sum_x / averager.samples}
         n_values = self.n
         if second_moments:
@@ -338,6 +379,10 @@ class EmulatedSPU:
             n_values += self.n * (self.n + 1) // 2  # a symmetric matrix: its upper triangle
         result = {"samples": averager.samples,
                   "second_moment_samples": averager.second_moment_samples if second_moments else 0}
+        if lag_moment:
+            arrays["lag_moment"] = averager.sum_lag / averager.lag_pairs
+            n_values += self.n * self.n
+            result.update(lag_pairs=averager.lag_pairs, lag_samples=averager.lag_samples)
         if clear:
             self._averager = _Averager.empty(self.n)
         timing = self.timing.readout(self.n, n_values)
@@ -586,12 +631,13 @@ class _ModalStepper:
         if transition.has_filter:
             self._filtered[2] *= modal_b  # the filter's drive row, for this bias
 
-    def advance(self, count: int, record: bool, second_moments: bool, sums: _Averager) -> int:
+    def advance(self, count: int, record: bool, second_moments: bool, sums: _Averager,
+                lag: kernels.LagState) -> int:
         t = self._t
         return int(kernels.exact_modal_run(t.decay, self._drive, t.noise_sd, self._y,
                                            self._filtered, self._g, t.eigenvectors, count,
                                            self._rng, record, second_moments,
-                                           (sums.sum_x, sums.sum_xx), self._adc))
+                                           (sums.sum_x, sums.sum_xx), lag, self._adc))
 
     def state_x(self) -> np.ndarray:
         return self._t.eigenvectors @ self._y
@@ -630,12 +676,13 @@ class _FactoredStepper(_InPlaceStepper):
         self._t, self._x, self._rng, self._adc, self.span = transition, x, rng, adc, span
         self._drive = transition.drive(b)
 
-    def advance(self, count: int, record: bool, second_moments: bool, sums: _Averager) -> int:
+    def advance(self, count: int, record: bool, second_moments: bool, sums: _Averager,
+                lag: kernels.LagState) -> int:
         t = self._t
         return int(kernels.exact_factored_run(t.basis, t.alpha, t.beta, t.decay_perp,
                                               t.noise_perp, self._drive, self._x, count,
                                               self._rng, record, second_moments,
-                                              (sums.sum_x, sums.sum_xx), self._adc))
+                                              (sums.sum_x, sums.sum_xx), lag, self._adc))
 
 
 class _EulerStepper(_InPlaceStepper):
@@ -648,10 +695,11 @@ class _EulerStepper(_InPlaceStepper):
         self._h, self._noise = h, float(np.sqrt(2.0 * kappa0 * h))
         self._steps = steps_per_sample
 
-    def advance(self, count: int, record: bool, second_moments: bool, sums: _Averager) -> int:
+    def advance(self, count: int, record: bool, second_moments: bool, sums: _Averager,
+                lag: kernels.LagState) -> int:
         return self._coupling.euler(self._b, self._x, self._h, self._noise, count, self._steps,
                                     self._rng, record, second_moments,
-                                    (sums.sum_x, sums.sum_xx), self._adc)
+                                    (sums.sum_x, sums.sum_xx), lag, self._adc)
 
 
 class _CircuitStepper:
@@ -673,11 +721,12 @@ class _CircuitStepper:
         self._x_at = x.size if ct.filtered else 0
         self._drive = ct.step.drive(ct.circuit.input_vector(b))
 
-    def advance(self, count: int, record: bool, second_moments: bool, sums: _Averager) -> int:
+    def advance(self, count: int, record: bool, second_moments: bool, sums: _Averager,
+                lag: kernels.LagState) -> int:
         step = self._step
         return int(kernels_linear.linear_sde_run(
             step.phi, self._drive, step.noise_factor, self._z, count, self._rng, record,
-            second_moments, self._n, (sums.sum_x, sums.sum_xx), self._adc))
+            second_moments, self._n, (sums.sum_x, sums.sum_xx), lag, self._adc))
 
     def state_x(self) -> np.ndarray:
         return self._z[self._x_at:self._x_at + self._n].copy()
@@ -693,6 +742,14 @@ class _CircuitStepper:
 
 
 _Stepper = _ModalStepper | _FactoredStepper | _EulerStepper | _CircuitStepper
+
+
+def _lag_in(lag: kernels.LagState, basis: np.ndarray | None,
+            sum_lag: np.ndarray) -> kernels.LagState:
+    """The lag correlator with its ring buffer's samples s mapped to basis^T s (None: as
+    they are) and ``sum_lag`` (a segment's own) as its sum; the position is carried on."""
+    ring, _, position = lag
+    return (ring if basis is None else np.ascontiguousarray(ring @ basis), sum_lag, position)
 
 
 def _wire(timing: dict[Phase, int]) -> dict[str, int]:

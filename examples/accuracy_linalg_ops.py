@@ -9,8 +9,8 @@ Markdown table and a PNG plot (into a new run directory unless given a path pref
 The problems: N = 8, kappa0 = 0.01, exact integrator. logdet: A symmetric with eigenvalues
 0.5 ... 5 (log det A = 6.42), 8 Clenshaw-Curtis intervals. lyapunov (Q = I) and expnegm (t = 1):
 the non-normal drift A + 0.5 U, U strictly upper triangular with standard normal entries. Run
-time: logdet's sampling time per node, lyapunov's sampling time (both in tau), expnegm's number
-of readings one lag apart. DAC bits: a coupling DAC of range +-8 (the host scales each matrix to
+time: logdet's sampling time per node, lyapunov's sampling time (both in tau), expnegm's recorded
+time in lags (the lag correlator pairs every sample with the one a lag before). DAC bits: a coupling DAC of range +-8 (the host scales each matrix to
 use it all). ADC bits: an ADC of range +-1 (the states are thermal noise of standard deviation
 0.04 to 0.08 here).
 """
@@ -98,7 +98,7 @@ def budget_text(point: Point) -> str:
     if point.knob != "run time":
         return point.setting
     value = BUDGETS[point.op][int(point.setting)]
-    return f"{value:g} readings" if point.op == "expnegm" else f"{value:g} tau"
+    return f"{value:g} lags" if point.op == "expnegm" else f"{value:g} tau"
 
 
 def table(points: list[Point]) -> str:

@@ -22,7 +22,7 @@ import numpy as np
 
 from spusim.protocol.errors import ErrorCode, ProtocolError
 
-PROTOCOL_VERSION: tuple[int, int] = (1, 4)
+PROTOCOL_VERSION: tuple[int, int] = (1, 5)
 ALLOWED_DTYPES: tuple[str, ...] = ("<f8",)
 MAX_HEADER_BYTES = 64 * 1024
 MAX_ARRAYS = 4

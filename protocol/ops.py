@@ -153,8 +153,12 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
         _flag("second_moments", False),
         _flag("clear", False),
         _SEED,
+        # 1.5: the on-device lag correlator (x_k x_{k-L}^T, L sample intervals apart)
+        Arg("lag_samples", lambda v: _is_int(v) and 0 <= v < 2**31,
+            "an integer number of sample intervals >= 0 (0: no lag products)", 0),
     )),
-    OpSpec("read", idempotent=False, args=(_flag("second_moments", False), _flag("clear", True))),
+    OpSpec("read", idempotent=False, args=(_flag("second_moments", False), _flag("clear", True),
+                                           _flag("lag_moment", False))),  # lag_moment: 1.5
     OpSpec("reset", idempotent=True),
     OpSpec("shutdown", idempotent=True),
     # Protocol 1.1: leases and fault injection.

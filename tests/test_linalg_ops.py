@@ -14,6 +14,7 @@ from scipy.linalg import expm, solve_continuous_lyapunov
 from spusim import Device, linalg
 from spusim.linalg.logdet import clenshaw_curtis
 from tests import stats
+from tests.conftest import ServedDevice
 
 # A non-normal drift with eigenvalues 1, 2, 0.5, 3 but eigenvectors far from orthogonal.
 NON_NORMAL = np.array([[1.0, 5.0, 0.0, 0.0], [0.0, 2.0, 3.0, 0.0],
@@ -93,7 +94,22 @@ def test_expnegm_spd(device: Device) -> None:
     assert result.shift == 0.0
     assert _z(result.expnegm, truth, result.standard_error) < Z_BOUND
     assert np.linalg.norm(result.expnegm - truth) <= 3 * result.error_estimate
-    assert result.samples == 1001
+    assert result.samples == 10 * (100 - 1)  # 10 runs of 100 lags of one sample interval each
+
+
+def test_expnegm_lag_of_several_samples() -> None:
+    """A DAC of range +-8 caps the drift's scale, so a lag of t = 1 spans L = 3 sample
+    intervals of the device's lag correlator (an ideal DAC makes it one)."""
+    coarse = ServedDevice(kappa0=0.01, cells=8, dac_full_scale=8.0)
+    try:
+        with Device.connect(coarse.endpoint) as device:
+            result = linalg.expnegm(device, MILD, t=1.0, readings=1001, seed=3)
+    finally:
+        coarse.stop()
+    assert result.samples == 10 * 3 * (100 - 1)  # L = 3: 3 * 100 samples, 3 * 99 pairs a run
+    truth = expm(-MILD)
+    assert _z(result.expnegm, truth, result.standard_error) < Z_BOUND
+    assert np.linalg.norm(result.expnegm - truth) <= 3 * result.error_estimate
 
 
 def test_expnegm_non_normal(device: Device) -> None:

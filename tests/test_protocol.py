@@ -104,7 +104,7 @@ def test_op_schemas_fill_defaults_and_reject_what_they_do_not_know() -> None:
     run = spec_for("run")
     assert run.validate({"duration_ns": 100}, {}) == {
         "duration_ns": 100, "record": True, "second_moments": False, "clear": False,
-        "seed": None}
+        "seed": None, "lag_samples": 0}
     for args, fragment in [({}, "missing"), ({"duration_ns": 0}, "positive"),
                            ({"duration_ns": True}, "positive"),
                            ({"duration_ns": 100, "record": 1}, "true or false"),

@@ -15,7 +15,7 @@ from scipy.linalg import block_diag, expm
 from scipy.stats import norm
 
 from spusim.device import circuits, kernels_linear, linear_sde
-from spusim.device.kernels import ideal_adc
+from spusim.device.kernels import ideal_adc, no_lag
 from spusim.device.kernels_linear import linear_sde_run
 from tests import stats
 from tests import stats_second_order as stats2
@@ -57,7 +57,7 @@ def run(step: linear_sde.LinearTransition, drive: np.ndarray, z: np.ndarray, sam
     sum_x, sum_xx = np.zeros(n_observed), np.zeros((n_observed, n_observed))
     taken = linear_sde_run(step.phi, drive, step.noise_factor, z, samples,
                            np.random.default_rng(seed), record, True, n_observed,
-                           (sum_x, sum_xx), ideal_adc(n_observed))
+                           (sum_x, sum_xx), no_lag(n_observed), ideal_adc(n_observed))
     return taken, sum_x, sum_xx
 
 
@@ -397,7 +397,7 @@ def test_kernel_noise_does_not_depend_on_how_a_run_is_split() -> None:
     rng = np.random.default_rng(9)
     for count in (37, 100, 63):
         linear_sde_run(step.phi, drive, step.noise_factor, split, count, rng, True, True, 4,
-                       (sum_x, sum_xx), ideal_adc(4))
+                       (sum_x, sum_xx), no_lag(4), ideal_adc(4))
     np.testing.assert_allclose(split, whole, rtol=1e-12)
 
 
@@ -408,7 +408,7 @@ def test_kernel_stops_at_a_non_finite_state() -> None:
     sum_x, sum_xx = np.zeros(2), np.zeros((2, 2))
     taken = linear_sde_run(phi, np.zeros(2), np.zeros((2, 0)), z, 10,
                            np.random.default_rng(0), True, True, 2, (sum_x, sum_xx),
-                           ideal_adc(2))
+                           no_lag(2), ideal_adc(2))
     assert taken == 3
     np.testing.assert_allclose(sum_x, np.full(2, 1e100 + 1e200 + 1e300))
     assert np.all(np.isinf(z))

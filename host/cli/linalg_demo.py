@@ -49,7 +49,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
                         default=0.5,
                         help="size of the non-symmetric part of lyapunov's and expnegm's drift")
     parser.add_argument("--readings", type=number(int, 21, what="number of readings"),
-                        default=4000, help="expnegm's readings one lag apart")
+                        default=4000, help="expnegm's recorded time, in lags")
     parser.add_argument("--kappa0", type=POSITIVE, default=0.01,
                         help="the device's thermal noise")
     parser.add_argument("--profile", choices=sorted(PROFILES), default="ideal",

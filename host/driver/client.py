@@ -62,13 +62,18 @@ class Readout:
     """What ``read`` returns: time averages over the recorded ADC samples.
 
     mean: (N,) average state. second_moment: (N, N) average of x x^T, or None if not asked.
-    samples / second_moment_samples: how many samples each average covers.
+    samples / second_moment_samples: how many samples each average covers. lag_moment: (N, N)
+    average of x_k x_{k-L}^T over lag_pairs pairs of samples lag_samples = L sample intervals
+    apart (runs with ``lag_samples``, protocol 1.5), or None if not asked.
     """
 
     mean: np.ndarray
     second_moment: np.ndarray | None
     samples: int
     second_moment_samples: int
+    lag_moment: np.ndarray | None = None
+    lag_pairs: int = 0
+    lag_samples: int = 0
 
 
 @dataclass(frozen=True)
@@ -349,29 +354,44 @@ class Device:
         return self._call("set_state", arrays={"x": as_float64(x, "x", 1)}).result
 
     def run(self, duration_ns: int, *, record: bool = True, second_moments: bool = False,
-            clear: bool = False, seed: int | None = None) -> dict[str, Any]:
+            clear: bool = False, seed: int | None = None,
+            lag_samples: int = 0) -> dict[str, Any]:
         """Let the device evolve for ``duration_ns`` (a multiple of the ADC sample interval).
 
         record: add the ADC samples to the device's averager; second_moments: also x x^T;
-        clear: discard previously recorded samples first; seed: restart the noise stream.
+        lag_samples: L >= 1 also the lag products x_k x_{k-L}^T within this run (the on-device
+        lag correlator, protocol 1.5; 0, the default, is not sent, so older daemons accept
+        the call); clear: discard previously recorded samples first; seed: restart the noise
+        stream.
         A run advances the device and its noise, so it is retried after a timeout only when the
         daemon deduplicates (:attr:`deduplicates`): it then executes at most once.
         """
-        result = self._call("run", {"duration_ns": int(duration_ns), "record": record,
-                                    "second_moments": second_moments, "clear": clear,
-                                    "seed": seed},
-                            extra_timeout=self._run_seconds(duration_ns, second_moments)).result
+        args = {"duration_ns": int(duration_ns), "record": record,
+                "second_moments": second_moments, "clear": clear, "seed": seed}
+        if lag_samples:
+            args["lag_samples"] = int(lag_samples)
+        result = self._call("run", args, extra_timeout=self._run_seconds(
+            duration_ns, second_moments or lag_samples > 0)).result
         self._ready = True
         return result
 
-    def read(self, *, second_moments: bool = False, clear: bool = True) -> Readout:
-        """Time averages of the recorded samples; ``clear`` empties the averager after."""
-        reply = self._call("read", {"second_moments": second_moments, "clear": clear},
-                           extra_timeout=8 * self._n**2 * second_moments
-                           / _SLOW_LINK_BYTES_PER_S)
+    def read(self, *, second_moments: bool = False, clear: bool = True,
+             lag_moment: bool = False) -> Readout:
+        """Time averages of the recorded samples; ``clear`` empties the averager after;
+        ``lag_moment`` also the lag moment of runs with ``lag_samples`` (protocol 1.5; not sent
+        when False)."""
+        args = {"second_moments": second_moments, "clear": clear}
+        if lag_moment:
+            args["lag_moment"] = True
+        reply = self._call("read", args, extra_timeout=8 * self._n**2
+                           * (second_moments + lag_moment) / _SLOW_LINK_BYTES_PER_S)
+        result = reply.result
         return Readout(mean=reply.arrays["mean"], second_moment=reply.arrays.get("second_moment"),
-                       samples=reply.result["samples"],
-                       second_moment_samples=reply.result["second_moment_samples"])
+                       samples=result["samples"],
+                       second_moment_samples=result["second_moment_samples"],
+                       lag_moment=reply.arrays.get("lag_moment"),
+                       lag_pairs=result.get("lag_pairs", 0),
+                       lag_samples=result.get("lag_samples", 0))
 
     def reset(self) -> dict[str, Any]:
         """Power-on state: nothing programmed; the clock and noise stream continue."""
@@ -459,8 +479,9 @@ class Device:
 
         Work per sample: the exact integrator O(N) (16 N; the factored form's elements; 4 N^2 on
         second-order cells), Euler-Maruyama the programmed elements per step, plus a fixed part
-        per sample and N^2 for second moments. Against a 1.2 daemon heartbeats keep a call
-        waiting while the daemon works on it, so this bound matters for older daemons only.
+        per sample and N^2 for second moments or lag products. Against a 1.2 daemon heartbeats
+        keep a call waiting while the daemon works on it, so this bound matters for older
+        daemons only.
         """
         config = self._info.get("config", {})
         per_cell_step = float(self._info.get("seconds_per_cell_step", 1e-8))

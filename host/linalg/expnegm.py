@@ -4,17 +4,18 @@ stationary covariance is I, so E[x(s + t) x(s)^T] = e^{-tA} exactly, for any A w
 part is positive definite (normal or not).
 
 The device realises that process by the similarity transform of :mod:`spusim.linalg.ou`
-(Q = A + A^T = L L^T, drift s L^-1 A L, isotropic noise), and is read once every lag: each
-reading y_k is one ADC sample taken t / s tau after the previous one, and the products
-y_{k+1} y_k^T, averaged in blocks, estimate the lag covariance; e^{-tA} = (s / (2 kappa0))
-L E[y_{k+1} y_k^T] L^T. Where A + A^T is not positive definite, A + alpha I is used and the
-result multiplied by e^{alpha t}, which multiplies its errors too.
+(Q = A + A^T = L L^T, drift s L^-1 A L, isotropic noise) and its lag correlator (protocol 1.5,
+run ``lag_samples``) forms the products y_k y_{k-L}^T of ADC samples L sample intervals = t / s
+tau apart on the device, at every sample of a recorded run; one run per block, one read each,
+gives the block's lag moment, and e^{-tA} = (s / (2 kappa0)) L E[y_k y_{k-L}^T] L^T. Where
+A + A^T is not positive definite, A + alpha I is used and the result multiplied by e^{alpha
+t}, which multiplies its errors too.
 
-Error law (docs/physics.md): with Y the stationary covariance of y and M pairs, the lag
-covariance's entries have standard errors of about sqrt((Y_ii Y_jj + C_ij^2) / M) (pairs a
-lag apart are correlated, which M_eff < M accounts for when the lag is short against the
-slowest relaxation), so the relative error of e^{-tA} falls as 1 / sqrt(M) and grows with
-e^{alpha t} and with the conditioning of L.
+Error law (docs/physics.md): with Y the stationary covariance of y, the lag moment's entries
+have variances of about (Y_ii Y_jj + C_ij^2) / M_eff, with M_eff the number of effectively
+independent pairs (the recorded time over about twice the slowest relaxation time, at most one
+per lag); the batch means over the blocks measure it. The relative error of e^{-tA} falls as
+1 / sqrt(recorded time) and grows with e^{alpha t} and with the conditioning of L.
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ def expnegm(device: Device, A: Any, t: float = 1.0, *, readings: int = 4000,
             blocks: int = 10, t_burn: float = 50.0, alpha: float | None = None,
             seed: int | None = None, integrator: str | None = None, scale: bool = True,
             on_clip: str = "raise", progress: Progress | None = None) -> ExpnegmResult:
-    """e^{-tA} (N, N) for a real A (N, N) and t > 0, from ``readings`` readings of the device
-    one lag apart (readings - 1 lag pairs, in ``blocks`` blocks).
+    """e^{-tA} (N, N) for a real A (N, N) and t > 0, from a recorded time of ``readings`` lags
+    (each t / s tau of the device: the time ``readings`` readings one lag apart took before the
+    device had a lag correlator) in ``blocks`` runs, each read once.
 
     alpha: shift added to A (None: 0 when A + A^T is positive definite, else the smallest that
     makes it so, plus a margin). t_burn: burn-in in tau of the device. Other arguments as in
@@ -67,7 +69,8 @@ def expnegm(device: Device, A: Any, t: float = 1.0, *, readings: int = 4000,
     transformed = transformed_drift(session, shifted, shifted + shifted.T, scale, lag_tau=t)
     program_drift(session, transformed, integrator)
     seed = burn_in(session, t_burn, seed)
-    products = lag_products(session, t / transformed.scale, readings, blocks, seed, progress)
+    products, pairs = lag_products(session, t / transformed.scale, readings, blocks, seed,
+                                   progress)
     gain = float(np.exp(shift * t))
     estimate, error = batch_means(gain * transformed.back(products, session.kappa0))
     costs = session.finish()
@@ -78,7 +81,7 @@ def expnegm(device: Device, A: Any, t: float = 1.0, *, readings: int = 4000,
     return ExpnegmResult(expnegm=estimate, shift=shift, standard_error=error,
                          sampling_error=sampling, error_estimate=sampling + found.bound,
                          systematics=found,
-                         samples=readings, blocks=blocks, **costs)
+                         samples=pairs, blocks=blocks, **costs)
 
 
 def symmetric_part_shift(A: np.ndarray) -> float:
@@ -92,22 +95,22 @@ def symmetric_part_shift(A: np.ndarray) -> float:
 
 
 def lag_products(session: Session, lag_tau: float, readings: int, blocks: int,
-                 seed: int | None, progress: Progress | None) -> np.ndarray:
-    """(blocks, N, N): per block, the average of y_{k+1} y_k^T over consecutive readings taken
-    ``lag_tau`` apart (a whole number of sample intervals), each the ADC's sample at its end."""
+                 seed: int | None, progress: Progress | None) -> tuple[np.ndarray, int]:
+    """(blocks, N, N): per block, the device's lag moment E[y_k y_{k-L}^T] over one recorded
+    run of readings // blocks lags, L the lag ``lag_tau`` in sample intervals (a whole
+    number); and the lag pairs averaged in all (every sample of a run past its first L)."""
     interval = int(session.device.config["sample_interval_ns"])
     lag_ns = session.duration_ns(lag_tau)
-    values = []
-    for k in range(readings):
-        if lag_ns > interval and k > 0:
-            session.run(lag_ns - interval, record=False)
-        session.run(interval, clear=True, seed=seed if k == 0 else None)
-        values.append(session.read().mean)
-        if progress is not None and (k + 1) % max(1, readings // blocks) == 0:
-            progress(min(blocks, (k + 1) // max(1, readings // blocks)), blocks)
-    y = np.array(values)
-    pairs = np.einsum("ki,kj->kij", y[1:], y[:-1])
-    return np.array([chunk.mean(axis=0) for chunk in np.array_split(pairs, blocks)])
+    moments, pairs = [], 0
+    for done in range(blocks):
+        session.run(lag_ns * (readings // blocks), clear=True, lag_samples=lag_ns // interval,
+                    seed=seed if done == 0 else None)
+        readout = session.read(lag_moment=True)
+        moments.append(readout.lag_moment)
+        pairs += readout.lag_pairs
+        if progress is not None:
+            progress(done + 1, blocks)
+    return np.array(moments), pairs
 
 
 def expnegm_bound(session: Session, transformed: Transformed, E: np.ndarray,

@@ -122,7 +122,8 @@ class LyapunovResult(Estimate):
 class ExpnegmResult(Estimate):
     """expnegm: (N, N) estimate of e^{-tA}; standard_error (N, N); Frobenius norms. shift:
     the alpha added to A to make A + A^T positive definite (the estimate is e^{alpha t}
-    e^{-t(A + alpha I)}, whose errors grow by e^{alpha t}); 0 when none was needed."""
+    e^{-t(A + alpha I)}, whose errors grow by e^{alpha t}); 0 when none was needed. samples:
+    the lag pairs the device's lag correlator averaged."""
 
     expnegm: np.ndarray
     shift: float

@@ -51,8 +51,8 @@ class Session:
     def run(self, duration_ns: int, **options: Any) -> None:
         self._count("adc_clipped", self.device.run(duration_ns, **options).get("adc_clipped", 0))
 
-    def read(self, *, second_moments: bool = False) -> Readout:
-        return self.device.read(second_moments=second_moments)
+    def read(self, *, second_moments: bool = False, lag_moment: bool = False) -> Readout:
+        return self.device.read(second_moments=second_moments, lag_moment=lag_moment)
 
     def duration_ns(self, t_tau: float) -> int:
         return self.device.duration_ns(t_tau)
