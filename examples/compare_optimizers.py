@@ -1,6 +1,10 @@
 """TNGD against Adam, SGD, exact NGD and NGD-CG on digits (the paper's Fig. 3 on a small scale):
 loss and test accuracy versus iterations and versus simulated time.
 
+Our digits settings (examples/_experiment.py BASE: lambda 0.1, batch 32, the per-optimizer
+learning rates of spusim.training.spec), not the paper's: examples/noise_map.py re-runs this
+figure with the paper's hyperparameters (docs/results.md).
+
     python examples/compare_optimizers.py [--quick] [--out docs/results/compare]
 
 TNGD: t = 5 tau and t = 50 tau (the paper's Fig. 3 setting), kappa0 = 0.001, lambda = 0.1,

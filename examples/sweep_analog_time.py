@@ -1,6 +1,10 @@
 """The analog-time sweep (the paper's Fig. 4a) on digits: TNGD with t in {5, 10, 20, 50} tau
 against exact NGD; the longer the device runs, the closer its estimate to the NGD direction.
 
+Our digits settings (examples/_experiment.py BASE: lambda 0.1, batch 32, the per-optimizer
+learning rates of spusim.training.spec), not the paper's: examples/noise_map.py re-runs this
+figure with the paper's hyperparameters (docs/results.md).
+
     python examples/sweep_analog_time.py [--quick] [--out docs/results/sweep_t]
 
 kappa0 = 0.001, lambda = 0.1, lr 0.3, t_d = 0 (so the state is reset to g every step: Algorithm

@@ -2,6 +2,10 @@
 tau, the device running on under the previous step's programming between a readout and the
 next upload; exact NGD for reference.
 
+Our digits settings (examples/_experiment.py BASE: lambda 0.1, batch 32, the per-optimizer
+learning rates of spusim.training.spec), not the paper's: examples/noise_map.py re-runs this
+figure with the paper's hyperparameters (docs/results.md).
+
     python examples/sweep_delay.py [--quick] [--out docs/results/sweep_delay]
 """
 

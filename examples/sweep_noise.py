@@ -1,6 +1,10 @@
 """The noise sweep (the paper's Fig. 7) on digits: TNGD at t = 1 tau on devices with thermal
 noise kappa0 in {0.1, 0.01, 0.001}; exact NGD for reference.
 
+Our digits settings (examples/_experiment.py BASE: lambda 0.1, batch 32, the per-optimizer
+learning rates of spusim.training.spec), not the paper's: examples/noise_map.py re-runs this
+figure with the paper's hyperparameters (docs/results.md).
+
     python examples/sweep_noise.py [--quick] [--out docs/results/sweep_noise]
 
 The daemons integrate with an Euler-Maruyama step of 25 ns = 0.025 tau instead of the default
