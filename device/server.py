@@ -161,8 +161,8 @@ class DeviceServer:
         self.endpoint = self._router.last_endpoint.decode()
         self._connections = _ConnectionWatch(self._router)
         self._scratch = bytearray(1)  # where discarded frames are read (truncated)
-        self._sessions = SessionTable()
         self._leases = LeaseTable()
+        self._sessions = SessionTable(kept=lambda name: (self._leases.holder or ("",))[0] == name)
         self._counters = {"requests": 0, "replies": 0, "cache_hits": 0}
         self._delayed: list[tuple[float, int, list[Any]]] = []  # (due, order, frames) heap
         self._order = itertools.count()
@@ -472,7 +472,8 @@ class DeviceServer:
                 "sessions": {"known": len(self._sessions),
                              "forgotten": self._sessions.forgotten},
                 "connections": self._connections.count,
-                "reply_cache": {"entries": sum(len(s.done) for s in self._sessions),
+                "reply_cache": {"entries": sum(reply is not None for s in self._sessions
+                                                for reply in s.done.values()),
                                 "bytes": self._sessions.bytes}}
 
     def hello(self) -> dict[str, Any]:

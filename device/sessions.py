@@ -111,8 +111,12 @@ class SessionTable:
     """The sessions the daemon knows, at most ``max_sessions``, forgotten when idle."""
 
     def __init__(self, max_sessions: int = MAX_SESSIONS, idle_s: float = SESSION_IDLE_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 kept: Callable[[str], bool] = lambda name: False) -> None:
+        """``kept(name)``: a session never dropped for room or idleness (the lease holder's,
+        so that its lapse is always recorded on it)."""
         self.max_sessions, self.idle_s, self._clock = max_sessions, idle_s, clock
+        self._kept = kept
         self._sessions: OrderedDict[str, Session] = OrderedDict()  # least recently seen first
         self.forgotten = 0  # sessions dropped for room or idleness, for status
         self._expired_at = -float("inf")
@@ -135,7 +139,8 @@ class SessionTable:
         executed (a forgotten session's old requests are never run again)."""
         self.expire()
         if len(self._sessions) >= self.max_sessions:
-            idle = next((s for s in self._sessions.values() if not s.pending), None)
+            idle = next((s for s in self._sessions.values()
+                         if not s.pending and not self._kept(s.name)), None)
             if idle is None:
                 raise ProtocolError(ErrorCode.BUSY, f"the daemon tracks {self.max_sessions} "
                                     "sessions with requests in flight; retry later",
@@ -157,7 +162,7 @@ class SessionTable:
             return
         self._expired_at, horizon = now, now - self.idle_s
         stale = [s.name for s in self._sessions.values()
-                 if s.last_seen < horizon and not s.pending]
+                 if s.last_seen < horizon and not s.pending and not self._kept(s.name)]
         for name in stale:
             self._forget(name)
 

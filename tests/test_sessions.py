@@ -287,3 +287,18 @@ def test_a_full_queue_answers_busy_and_queued_requests_all_execute(served: Serve
     busy = [reply for reply in replies if not reply.ok]
     assert all(reply.error is not None and reply.error["details"]["queued"] == 64
                for reply in busy)
+
+
+def test_the_lease_holders_session_is_never_dropped_for_room_or_idleness() -> None:
+    """A crowd of new sessions, or a long idle spell within its lease, must not drop the
+    holder's session: its lapse is recorded on it (a 1.1 client sends no epoch)."""
+    now = [0.0]
+    table = SessionTable(max_sessions=2, idle_s=10.0, clock=lambda: now[0],
+                         kept=lambda name: name == "holder")
+    table.open("holder", None, 1)
+    for k in range(5):
+        table.open(f"crowd{k}", None, 1)
+    now[0] = 100.0
+    table.expire()
+    assert table.get("holder") is not None
+    assert table.get("crowd4") is None and table.forgotten == 5

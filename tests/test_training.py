@@ -170,14 +170,19 @@ def test_the_digital_step_is_priced_from_its_counted_work(data) -> None:
     model = mlp(64, 10, (8,), seed=0)
     reference = mlp(64, 10, (8,), seed=0)
     optimizer, replay = NGD(model, damping=0.1), NGD(reference, damping=0.1)
-    history = train(model, optimizer, data, 3, batch_size=16, seed=3, eval_every=None)
+    works = []
+    history = train(model, optimizer, data, 3, batch_size=16, seed=3, eval_every=None,
+                    callback=lambda record: works.append(optimizer.report.work))
     clock = parse_digital()
     x, y = next(batches(data.train, 16, 3))
     with count_work(reference) as counter:
         replay._digital_step(ParameterSet(reference), x, y)
-    first = history.records[0]
-    assert first.digital_ns == clock.price(optimizer.report.work, 0.0)
-    step_work, digital_work = optimizer.report.work, counter.work
+    for record, work in zip(history.records, works, strict=True):
+        assert record.digital_ns == clock.price(work, 0.0)
+    # the cached count of the digital step is what counting the same step afresh gives
+    assert optimizer.work.total(("digital", tuple(x.shape), tuple(y.shape),
+                                 ParameterSet(model).n)) == counter.work
+    step_work, digital_work = works[0], counter.work
     assert step_work.calls == digital_work.calls == 4  # forward, vjp, Jacobian passes
     assert step_work.flops > digital_work.flops > 0  # the update's work comes on top
     assert history.clock == clock.label

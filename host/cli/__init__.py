@@ -180,7 +180,7 @@ def _timing(args: argparse.Namespace) -> int:
     if args.link_gbps is not None:
         device = replace(device, link=replace(device.link, bandwidth_bps=args.link_gbps * 1e9))
         link = f"{args.link_gbps:g} Gb/s link (--link-gbps)"
-    problem = Problem(n_params=int(args.sizes[-1]), batch=args.batch, outputs=args.outputs,
+    problem = Problem(n_params=int(max(args.sizes)), batch=args.batch, outputs=args.outputs,
                       cg_iterations=args.cg_iterations, analog_tau=args.analog_tau,
                       delay_tau=args.delay_tau)
     digital = Roofline(ACCELERATORS[args.accelerator], args.efficiency,

@@ -328,16 +328,22 @@ class Device:
             arrays["x"] = as_float64(x, "x", 1)
         seconds = self._run_seconds(delay_ns, False) if delay_ns else 0.0
         m, n = arrays["J"].shape
+        # The coupling this call programs sizes its own time-out; the reply's replaces it.
         self._programmed({"n": n, "elements": m * (m + 2 * n),
                           "integrator": integrator or "euler_maruyama"}, rows=m)
         seconds += self._run_seconds(burn_ns + record_ns, False)
-        reply = self._call("solve_factored",
-                           {"damping": float(damping), "integrator": integrator,
-                            "delay_ns": int(delay_ns), "burn_ns": int(burn_ns),
-                            "record_ns": int(record_ns), "seed": seed}, arrays,
-                           extra_timeout=seconds + sum(a.nbytes for a in arrays.values())
-                           / _SLOW_LINK_BYTES_PER_S)
+        try:
+            reply = self._call("solve_factored",
+                               {"damping": float(damping), "integrator": integrator,
+                                "delay_ns": int(delay_ns), "burn_ns": int(burn_ns),
+                                "record_ns": int(record_ns), "seed": seed}, arrays,
+                               extra_timeout=seconds + sum(a.nbytes for a in arrays.values())
+                               / _SLOW_LINK_BYTES_PER_S)
+        except BaseException:  # how far the steps got is the daemon's (details.completed)
+            self._forget_programming()
+            raise
         steps = [(step["op"], step["result"]) for step in reply.result["steps"]]
+        self._programmed(dict(steps)["program_factored"], rows=m)
         self._ready = True
         read = steps[-1][1]
         return FactoredSolve(Readout(mean=reply.arrays["mean"], second_moment=None,

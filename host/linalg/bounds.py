@@ -68,7 +68,8 @@ def solve_bound(session: Session, A: np.ndarray, b: np.ndarray, x: np.ndarray,
     if np.any(residuals > 0):
         device_variance = float(np.sum((standard_error * s_b / s_a) ** 2))
         norm = s_a * inverse_norm_from_spread(device_variance, t_sample, session.kappa0, blocks)
-        parts = np.where(residuals > 0, norm * residuals, 0.0)
+        present = residuals > 0  # (an infinite norm at kappa0 = 0 times a zero part is 0)
+        parts[present] = norm * residuals[present]
     reading = _SIGMAS * float(config["readout_offset"]) + session.converters.adc.step / 2
     return (float(parts[0]), float(parts[1]),
             float(parts[2]) + reading * np.sqrt(n) * s_a / s_b)

@@ -85,7 +85,8 @@ def logdet(device: Device, A: Any, *, intervals: int = 8, t_burn: float = 50.0,
              if seed is not None else [None] * (intervals + 1))  # independent per node
     for k in range(1, intervals + 1):
         session.program(s * (c * np.eye(n) + lambdas[k] * D), integrator=integrator)
-        session.set_bias(np.zeros(n))
+        if k == 1:  # a later program of the same size keeps the bias
+            session.set_bias(np.zeros(n))
         node_seed = burn_in(session, t_burn, None if seed is None else int(seeds[k]))
         reads = sample_blocks(session, t_sample, blocks, node_seed, second_moments=True,
                               progress=None)

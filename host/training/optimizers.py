@@ -104,25 +104,32 @@ class NaturalGradient(torch.optim.Optimizer):
         """One iteration on the batch (x, y); returns the batch's mean loss before the update."""
         started = time.perf_counter()
         params = ParameterSet(self.model, [p for g in self.param_groups for p in g["params"]])
-        shapes = (tuple(x.shape), tuple(y.shape), params.n, self.steps == 0)
+        shapes = (tuple(x.shape), tuple(y.shape), params.n)
         digital_key = ("digital", *shapes, *self._work_key(params))
+        update_key = ("update", *shapes, self.steps == 0, *self._update_key())
         with self.work.region(digital_key):
             lin, work = self._digital_step(params, x, y)
         direction = self._device_step(work)
-        with self.work.region(("update", *shapes)):
+        with self.work.region(update_key):
             self._update(params, direction.vector)
         host_seconds = time.perf_counter() - started
         self.report = StepReport(
             self.steps, lin.loss, self.loss_fn.accuracy(lin.outputs, lin.y),
             float(lin.grad.norm()), float(direction.vector.norm()), direction.vector,
             host_seconds, host_seconds - direction.device_seconds, direction.info,
-            direction.device, self.work.total(digital_key, ("update", *shapes)))
+            direction.device, self.work.total(digital_key, update_key))
         self.steps += 1
         return lin.loss
 
     def _work_key(self, params: ParameterSet) -> tuple[Any, ...]:
         """What else this step's digital work depends on beyond the shapes (default nothing)."""
         return ()
+
+    def _update_key(self) -> tuple[bool, ...]:
+        """Which branch of the update rule each group takes this step (SGD copies d at zero
+        momentum, a schedule can switch it on later): part of the update's work key."""
+        return tuple(bool(value(group.get("momentum", 0.0), self.steps))
+                     for group in self.param_groups)
 
     def _digital_step(self, params: ParameterSet, x: torch.Tensor,
                       y: torch.Tensor) -> tuple[Linearization, Any]:

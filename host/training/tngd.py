@@ -277,11 +277,9 @@ class TNGD(NaturalGradient):
         self.pipelined = pipelined
         self._pending: tuple[Factors, torch.Tensor] | None = None
 
-    def _digital_step(self, params: ParameterSet, x: torch.Tensor,
-                      y: torch.Tensor) -> tuple[Linearization, Any]:
-        """The gradient and the factors to upload (float64)."""
-        lin = Linearization(self.model, params, x, y, self.loss_fn)
-        return lin, (factors(lin, self.curvature), lin.grad.double())
+    def _direction(self, lin: Linearization, step: int) -> tuple[Factors, torch.Tensor]:
+        """Not a direction yet: the factors and the gradient to upload (float64)."""
+        return factors(lin, self.curvature), lin.grad.double()
 
     def _device_step(self, work: tuple[Factors, torch.Tensor]) -> Direction:
         upload = work
