@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.linalg import solve_triangular
 
 from spusim.protocol import ErrorCode, ProtocolError
 
@@ -194,13 +195,48 @@ def factored_transition(J: np.ndarray, H: np.ndarray, damping: float, kappa0: fl
                         interval_tau: float) -> FactoredTransition:
     """The exact step for J^T H J + damping I (J (m, N), H (m, m) symmetric), checked to be
     positive definite; O(N m^2) once, never forming an N x N matrix."""
+    mu, basis = factored_eigen(J, H)
+    nu = mu + damping
+    complement = basis.shape[1] < basis.shape[0]  # else U spans everything: the lam terms cancel
+    check_positive_definite(np.sort(np.append(nu, damping)) if complement else nu)
+    return _factored_step(basis, nu, float(damping) if complement else 1.0, kappa0, interval_tau)
+
+
+def factored_eigen(J: np.ndarray, H: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The eigenpairs of J^T H J on the range of J^T (J (m, N), H (m, m) symmetric): mu (r,)
+    ascending and U (N, r) orthonormal, C-contiguous, r = min(m, N); J^T H J = U diag(mu) U^T.
+
+    With J^T = Q R (Q (N, r) orthonormal) and R H R^T = W diag(mu) W^T, U = Q W. For m < N the
+    QR is Cholesky QR run twice (CholeskyQR2: Fukaya, Nakatsukasa, Yanagisawa, Yamamoto 2014),
+    which is orthonormal to rounding whenever J's condition number is below ~1e8 and costs
+    matrix products only (3-4x faster than Householder at m = 640, N = 1e4); a J it cannot
+    orthonormalise (rank deficient, duplicated rows, or that ill-conditioned: a Cholesky
+    factorisation fails or the first pass is far from orthonormal) takes Householder QR.
+    """
+    m, n = J.shape
+    if m < n:
+        try:
+            return _eigen_by_cholesky_qr2(J, H)
+        except np.linalg.LinAlgError:
+            pass
     Q, R = np.linalg.qr(J.T)
     mu, W = np.linalg.eigh(R @ H @ R.T)
-    nu = mu + damping
-    complement = Q.shape[1] < Q.shape[0]  # else U spans everything: the lam terms cancel
-    check_positive_definite(np.sort(np.append(nu, damping)) if complement else nu)
-    return _factored_step(np.ascontiguousarray(Q @ W), nu, float(damping) if complement else 1.0,
-                          kappa0, interval_tau)
+    return mu, np.ascontiguousarray(Q @ W)
+
+
+def _eigen_by_cholesky_qr2(J: np.ndarray, H: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`factored_eigen` by CholeskyQR2: J^T = X^T L1^T with L1 L1^T = J J^T, then the
+    same on X^T (L2 L2^T = X X^T), so Q = X^T L2^-T and R = L2^T L1^T; U = X^T (L2^-T W) in
+    one product. Raises LinAlgError where Householder QR must do it instead."""
+    L1 = np.linalg.cholesky(J @ J.T)
+    X = solve_triangular(L1, J, lower=True, check_finite=False)  # (m, N): the rows of Q1^T
+    second = X @ X.T
+    if np.abs(second - np.eye(J.shape[0])).max() > 0.1:  # beyond two passes (kappa(J) ~ 1e8)
+        raise np.linalg.LinAlgError("J too ill-conditioned for Cholesky QR")
+    L2 = np.linalg.cholesky(second)
+    R = L2.T @ L1.T
+    mu, W = np.linalg.eigh(R @ H @ R.T)
+    return mu, X.T @ solve_triangular(L2.T, W, lower=False, check_finite=False)
 
 
 def _factored_step(basis: np.ndarray, nu: np.ndarray, nu_perp: float, kappa0: float,

@@ -13,6 +13,7 @@ from spusim.device.converters import Quantizer
 from spusim.device.coupling import DenseCoupling, FactoredCoupling
 from spusim.device.mismatch import Array, deviations
 from spusim.device.spu import EmulatedSPU
+from spusim.device.transition import factored_eigen
 from spusim.protocol import ErrorCode, ProtocolError
 from tests import stats
 from spusim.timing import ConverterModel, TimingModel
@@ -230,6 +231,38 @@ def test_exact_factored_integrator_follows_the_closed_form(m: int, n: int) -> No
         expected = mu + expm(-A * t_ns / 1000) @ (x0 - mu)
         np.testing.assert_allclose(spu.read()[1]["mean"], expected, rtol=0, atol=1e-12)
         spu.set_state(x0)
+
+
+@pytest.mark.parametrize("case,route", [
+    ("well conditioned", "cholesky qr2"), ("condition 1e7", "cholesky qr2"),
+    ("repeated rows", "householder"), ("condition 4e8", "householder"),
+    ("condition 1e10", "householder"), ("m>N", "householder")])
+def test_factored_eigen_is_orthonormal_and_exact_on_every_path(
+        case: str, route: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """U diag(mu) U^T = J^T H J and U^T U = I to rounding, by CholeskyQR2 where its guarantee
+    holds (m < N, condition number up to ~1e8) and by Householder QR where it does not (rank
+    deficient, beyond ~1e8: its first Cholesky pass fails or is far from orthonormal, m >= N);
+    mu equals the Householder route's."""
+    m, n = (12, 5) if case == "m>N" else (24, 60)
+    J, H = factors(n=n, m=m, seed=11)
+    if case == "repeated rows":
+        J[3] = J[2]
+    if case.startswith("condition"):
+        left, _, right = np.linalg.svd(J, full_matrices=False)
+        J = (left * np.geomspace(1.0, 1.0 / float(case.split()[1]), m)) @ right
+    householder = []
+    qr = np.linalg.qr
+    monkeypatch.setattr(np.linalg, "qr", lambda a: householder.append(1) or qr(a))
+    mu, U = factored_eigen(J, H)
+    assert ("householder" if householder else "cholesky qr2") == route
+    monkeypatch.undo()
+    C = J.T @ H @ J
+    scale = np.abs(C).max()
+    np.testing.assert_allclose(U @ np.diag(mu) @ U.T, C, rtol=0, atol=1e-13 * scale)
+    np.testing.assert_allclose(U.T @ U, np.eye(U.shape[1]), rtol=0, atol=1e-13)
+    Q, R = np.linalg.qr(J.T)
+    np.testing.assert_allclose(mu, np.linalg.eigvalsh(R @ H @ R.T), rtol=0, atol=1e-13 * scale)
+    assert U.flags.c_contiguous
 
 
 def test_exact_factored_stationary_law() -> None:
