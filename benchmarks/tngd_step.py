@@ -7,7 +7,7 @@ paper's lambda = 0.01 and lr = 0.01, the state reset every step (t_d = 0) and th
 read ("final"). With the exact integrator the device crosses t minus one sample interval in
 one transition (an unrecorded run), so the analog time hardly costs host time: the target is
 t = 50 tau at most 1.3x t = 5 tau. The numpy reference solves the same system the same way
-(thin QR of J^T, eigendecomposition of R H R^T, the relaxation e^{-At} g + (I - e^{-At})
+(the daemon's factored_eigen: thin QR of J^T, eigendecomposition of R H R^T; the relaxation e^{-At} g + (I - e^{-At})
 A^-1 g in that basis, noiseless): its ratio is what the daemon, the wire and the device's
 noise and converters cost on top of the step's own linear algebra (no target). A third row
 checks that the exact integrator, TNGD's default where the chip runs it, is not slower than
@@ -29,6 +29,7 @@ import torch
 
 from _common import Row, base_parser, interleaved_samples, median, print_table, quietest
 from spusim import Device
+from spusim.device.transition import factored_eigen
 from spusim.training.curvature import factors
 from spusim.training.data import batches, load_digits
 from spusim.training.linearization import Linearization
@@ -57,9 +58,8 @@ class NumpySolve(NaturalGradient):
         f = factors(lin, self.curvature)
         J, H = (np.asarray(a.detach(), dtype=np.float64) for a in (f.J, f.H))
         g = np.asarray(lin.grad.detach(), dtype=np.float64)
-        Q, R = np.linalg.qr(J.T)
-        mu, W = np.linalg.eigh(R @ H @ R.T)
-        U, lam = Q @ W, float(self.damping)
+        mu, U = factored_eigen(J, H)
+        lam = float(self.damping)
         nu, c = mu + lam, U.T @ g
         # x(t) = e^{-At} g + (I - e^{-At}) A^-1 g, on U and on its complement
         on_u = (np.exp(-nu * self.t) + -np.expm1(-nu * self.t) / nu) * c
