@@ -10,9 +10,8 @@ t = 50 tau at most 1.3x t = 5 tau. The numpy reference solves the same system th
 (the daemon's factored_eigen: thin QR of J^T, eigendecomposition of R H R^T; the relaxation
 e^{-At} g + (I - e^{-At}) A^-1 g in that basis, noiseless): its ratio is what the daemon, the
 wire and the device's noise and converters cost on top of the step's own linear algebra (no
-target). A third row
-checks that the exact integrator, TNGD's default where the chip runs it, is not slower than
-Euler-Maruyama (the paper's numerics) at t = 50 tau (target <= 1).
+target). A third row checks that the exact integrator, TNGD's default where the chip runs it,
+is not slower than Euler-Maruyama (the paper's numerics) at t = 50 tau (target <= 1).
 The four steppers alternate, one step each, on their own copies of the model.
 """
 
