@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from spusim.timing.model import Phase
-from spusim.timing.multichip import chips_schedule, combine, critical_path
+from spusim.timing.multichip import chips_schedule, combine
 from spusim.timing.pipeline import IterationCosts
 from spusim.timing.serial import SerialClock
 
@@ -50,7 +50,7 @@ def test_the_critical_path_is_contiguous_and_sums_to_the_schedule():
     chips = [chip(300, 20, 5000, 30, 40), chip(900, 25, 4000, 30, 400), chip(10, 1, 6000, 1, 1)]
     for link in ("separate", "shared"):
         schedule = chips_schedule(chips, link)
-        path = critical_path(schedule)
+        path = schedule.critical_path()
         assert path[0].start_ns == 0 and path[-1].end_ns == schedule.total_ns
         assert all(a.end_ns == b.start_ns for a, b in zip(path, path[1:]))
 

@@ -74,10 +74,14 @@ class Schedule:
     iteration_ns: list[int]
 
     def critical_path(self, iteration: int = -1) -> list[Event]:
-        """The chain of events that fixed when ``iteration``'s estimate came back, in order."""
+        """The chain of events that fixed when ``iteration``'s estimate came back, in order:
+        back from the iteration's latest-ending transfer_out (of several chips', the last)
+        through each event's cause, to the previous iteration's estimate (or time 0).
+        ``iteration`` indexes the iterations that have a transfer_out (-1: the last)."""
         ends = [e for e in self.events if e.phase == Phase.TRANSFER_OUT]
-        end = ends[iteration]
-        since = ends[end.iteration - 1].end_ns if end.iteration > 0 else 0
+        k = sorted({e.iteration for e in ends})[iteration]
+        end = max((e for e in ends if e.iteration == k), key=lambda e: e.end_ns)
+        since = max((e.end_ns for e in ends if e.iteration == k - 1), default=0)
         path: list[Event] = []
         event: Event | None = end
         while event is not None and event.end_ns > since:
