@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from spusim.timing.model import Phase
-from spusim.timing.pipeline import Event, IterationCosts, Schedule, Timeline
+from spusim.timing.pipeline import Event, IterationCosts, Schedule, Timeline, phase_sums
 
 LINKS = ("separate", "shared")
 
@@ -77,9 +77,7 @@ def combine(chips: Sequence[IterationCosts], link: str = "separate") -> Iteratio
     digital = {chip.digital_ns for chip in chips}
     if len(digital) > 1:
         raise ValueError(f"the chips disagree on the host's digital step: {sorted(digital)} ns")
-    totals: dict[Phase, int] = {}
-    for event in chips_schedule(chips, link).critical_path():
-        totals[event.phase] = totals.get(event.phase, 0) + event.duration_ns
+    totals = phase_sums(chips_schedule(chips, link).critical_path())
     return IterationCosts(
         digital.pop(),
         {p: totals[p] for p in (Phase.TRANSFER_IN, Phase.DAC) if totals.get(p)},
