@@ -35,7 +35,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from spusim.device.cli import DEFAULT_MAX_RUN_NS
 from spusim.device.config import DeviceConfig
-from spusim.device.coupling import _check_capacity as check_capacity
+from spusim.device.coupling import check_dense, check_factored
 from spusim.device.faults import FaultConfig, FaultInjector
 from spusim.device.security import CurveServerKeys, secure
 from spusim.device.sessions import (
@@ -294,23 +294,15 @@ class DeviceServer:
                                     f"daemon's {self.max_queued_bytes}", op="run",
                                     argument="lag_samples", limit=self.max_queued_bytes)
             case "program":
-                A = arrays["A"]
-                if A.ndim != 2 or A.shape[0] != A.shape[1]:
-                    raise ProtocolError(ErrorCode.BAD_SHAPE, "the coupling matrix must be "
-                                        f"square and 2-dimensional, got {list(A.shape)}")
-                check_capacity(A.shape[0], A.size, self.config)
+                check_dense(arrays["A"], self.config)
             case "solve_factored" if (analog := _analog_ns(request.op, args)) > self.max_run_ns:
                 raise ProtocolError(ErrorCode.BAD_ARGUMENT, f"solve_factored: delay_ns + "
                                     f"burn_ns + record_ns = {analog} exceeds this daemon's "
                                     f"longest run, {self.max_run_ns} ns", op=request.op,
                                     argument="record_ns", limit=self.max_run_ns)
             case "program_factored" | "solve_factored":
-                J, H = arrays["J"], arrays["H"]
-                if J.ndim != 2 or H.shape != (J.shape[0], J.shape[0]):
-                    raise ProtocolError(ErrorCode.BAD_SHAPE, "J must be an m x N matrix and H "
-                                        f"m x m, got {list(J.shape)} and {list(H.shape)}")
-                m, n = J.shape
-                check_capacity(n, m * (m + 2 * n), self.config)
+                check_factored(arrays["J"], arrays["H"], self.config)
+                n = arrays["J"].shape[1]
                 vectors = [arrays[name] for name in ("b", "x") if name in arrays]
                 if any(vector.shape != (n,) for vector in vectors):
                     raise ProtocolError(ErrorCode.BAD_SHAPE, f"{request.op}: b and x must have "
