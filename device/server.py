@@ -50,7 +50,7 @@ from spusim.device.sessions import (
     SessionTable,
 )
 from spusim.device.spu import EmulatedSPU
-from spusim.protocol.frames import send_frames
+from spusim.protocol.frames import recv_at_most, send_frames
 from spusim.protocol import (
     ALLOWED_DTYPES,
     INTEGRATORS,
@@ -82,7 +82,6 @@ _IMMEDIATE_OPS = frozenset({"hello", "ping", "status", "shutdown", "acquire", "r
 _SESSIONLESS_OPS = frozenset({"hello", "ping", "status", "release", "inject_fault"})
 _MAX_FRAMES = 3 + MAX_ARRAYS  # routing id, REQ delimiter, header, arrays
 _POLL_MS = 100
-_RCVMORE = int(zmq.RCVMORE)
 # Why a stopped op is answered the way it is: the code of each reason.
 _STOPPED = {"shutdown": ErrorCode.SHUTTING_DOWN, "lease_expired": ErrorCode.LEASE_EXPIRED,
             "cancel": ErrorCode.CANCELLED}
@@ -160,7 +159,6 @@ class DeviceServer:
             raise
         self.endpoint = self._router.last_endpoint.decode()
         self._connections = _ConnectionWatch(self._router)
-        self._scratch = bytearray(1)  # where discarded frames are read (truncated)
         self._leases = LeaseTable()
         self._sessions = SessionTable(kept=lambda name: (self._leases.holder or ("",))[0] == name)
         self._counters = {"requests": 0, "replies": 0, "cache_hits": 0}
@@ -209,7 +207,7 @@ class DeviceServer:
 
     def _receive(self) -> None:
         """Take one request off the ROUTER socket and answer or queue it; never raises."""
-        frames, dropped = self._read_message()
+        frames, dropped = recv_at_most(self._router, _MAX_FRAMES)
         self._counters["requests"] += 1
         envelope, body = frames[:1], frames[1:]
         if body and memoryview(body[0]).nbytes == 0:  # a REQ peer's empty delimiter
@@ -224,19 +222,6 @@ class DeviceServer:
         except Exception as exc:  # a daemon bug: report it, keep serving
             log.exception("failed to handle a request")
             self._reply(envelope, None, error=_internal("a request", exc))
-
-    def _read_message(self) -> tuple[list[Any], int]:
-        """One message's frames, at most ``_MAX_FRAMES``, and how many more were discarded
-        (read one by one, never held)."""
-        frames = [self._router.recv(copy=False)]
-        dropped = 0
-        while self._router.getsockopt(_RCVMORE):  # the property costs an import lookup
-            if len(frames) < _MAX_FRAMES:
-                frames.append(self._router.recv(copy=False))
-            else:  # read into a scratch byte: no object per frame
-                self._router.recv_into(self._scratch)
-                dropped += 1
-        return frames, dropped
 
     def _peer(self, frame: zmq.Frame) -> str | None:
         """Who sent ``frame``: its CURVE public key (the ZAP User-Id); None without CURVE."""
