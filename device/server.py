@@ -61,6 +61,7 @@ from spusim.protocol import (
     MAX_SESSION_CHARS,
     OPS,
     PROTOCOL_VERSION,
+    UINT64_MAX,
     ErrorCode,
     MalformedRequest,
     ProtocolError,
@@ -74,7 +75,7 @@ log = logging.getLogger("spusim.device")
 
 QUEUE_LIMIT = 64  # device ops waiting behind the running one; more are answered BUSY
 MIN_QUEUE_BYTES = 64 * 1024 * 1024  # array bytes held by queued and running ops, at least
-CLOCK_LIMIT_NS = 2**64 - 1  # the simulated clock never passes what a uint64 carries
+CLOCK_LIMIT_NS = UINT64_MAX  # the simulated clock never passes what the protocol carries
 CRASH_EXIT_CODE = 70  # exit status of a daemon killed by an injected crash_run fault
 _IMMEDIATE_OPS = frozenset({"hello", "ping", "status", "shutdown", "acquire", "release",
                             "inject_fault", "cancel"})
