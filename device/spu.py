@@ -751,9 +751,13 @@ _Stepper = _ModalStepper | _FactoredStepper | _EulerStepper | _CircuitStepper
 def _lag_in(lag: kernels.LagState, basis: np.ndarray | None,
             sum_lag: np.ndarray) -> kernels.LagState:
     """The lag correlator with its ring buffer's samples s mapped to basis^T s (None: as
-    they are) and ``sum_lag`` (a segment's own) as its sum; the position is carried on."""
+    they are) and ``sum_lag`` (a segment's own) as its sum; the position is carried on. An
+    empty ring (no correlator, or no sample held yet) is not mapped: nothing in it is read
+    before it is written."""
     ring, _, position = lag
-    return (ring if basis is None else np.ascontiguousarray(ring @ basis), sum_lag, position)
+    if basis is None or not position[1]:
+        return ring, sum_lag, position
+    return np.ascontiguousarray(ring @ basis), sum_lag, position
 
 
 def _wire(timing: dict[Phase, int]) -> dict[str, int]:
