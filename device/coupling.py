@@ -73,10 +73,7 @@ class DenseCoupling:
         """Validate A, then pass it through the coupling DAC and the chip's mismatch. A general
         drift runs on overdamped cells only; each of its N^2 directed couplings is an element
         of its own (its own mismatch), where a symmetric pair shares one."""
-        if A.ndim != 2 or A.shape[0] != A.shape[1] or A.shape[0] == 0:
-            raise ProtocolError(ErrorCode.BAD_SHAPE, "the coupling matrix must be square and "
-                                f"non-empty, got shape {list(A.shape)}", shape=list(A.shape))
-        _check_capacity(A.shape[0], A.size, config)
+        check_dense(A, config)
         A = canonical(A)
         if general and config.dynamics != "overdamped":
             raise ProtocolError(ErrorCode.BAD_ARGUMENT, "a general (non-symmetric) drift runs "
@@ -159,14 +156,8 @@ class FactoredCoupling:
     @classmethod
     def program(cls, J: np.ndarray, H: np.ndarray, damping: float,
                 config: DeviceConfig) -> FactoredCoupling:
-        if J.ndim != 2 or 0 in J.shape:
-            raise ProtocolError(ErrorCode.BAD_SHAPE, f"J must be a non-empty m x N matrix, got "
-                                f"shape {list(J.shape)}", shape=list(J.shape))
+        check_factored(J, H, config)
         m, n = J.shape
-        if H.shape != (m, m):
-            raise ProtocolError(ErrorCode.BAD_SHAPE, f"H must be {m} x {m} to match J's {m} "
-                                f"rows, got shape {list(H.shape)}", shape=list(H.shape))
-        _check_capacity(n, m * (m + 2 * n), config)
         J, H = canonical(J), canonical(H)
         if not np.isfinite(J).all():
             raise ProtocolError(ErrorCode.NON_FINITE, "J contains NaN or inf")
@@ -327,6 +318,29 @@ def _through_dac(values: np.ndarray, config: DeviceConfig) -> tuple[np.ndarray, 
     if config.coupling_dac.full_scale is None and not config.mismatch:
         return values, 0
     return config.coupling_dac.apply(values)
+
+
+def check_dense(A: np.ndarray, config: DeviceConfig) -> None:
+    """BAD_SHAPE unless the coupling A is a non-empty square matrix; CAPACITY_EXCEEDED unless
+    the device holds it (the daemon checks this before queueing, and again on programming)."""
+    if A.ndim != 2 or A.shape[0] != A.shape[1] or A.shape[0] == 0:
+        raise ProtocolError(ErrorCode.BAD_SHAPE, "the coupling matrix must be square and "
+                            f"non-empty, got shape {list(A.shape)}", shape=list(A.shape))
+    _check_capacity(A.shape[0], A.size, config)
+
+
+def check_factored(J: np.ndarray, H: np.ndarray, config: DeviceConfig) -> None:
+    """BAD_SHAPE unless J is a non-empty m x N matrix and H m x m; CAPACITY_EXCEEDED unless the
+    device holds their m (m + 2N) elements on N cells (checked before queueing and again on
+    programming, as :func:`check_dense`)."""
+    if J.ndim != 2 or 0 in J.shape:
+        raise ProtocolError(ErrorCode.BAD_SHAPE, f"J must be a non-empty m x N matrix, got "
+                            f"shape {list(J.shape)}", shape=list(J.shape))
+    m, n = J.shape
+    if H.shape != (m, m):
+        raise ProtocolError(ErrorCode.BAD_SHAPE, f"H must be {m} x {m} to match J's {m} "
+                            f"rows, got shape {list(H.shape)}", shape=list(H.shape))
+    _check_capacity(n, m * (m + 2 * n), config)
 
 
 def _check_capacity(n: int, elements: int, config: DeviceConfig) -> None:

@@ -35,7 +35,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from spusim.device.cli import DEFAULT_MAX_RUN_NS
 from spusim.device.config import DeviceConfig
-from spusim.device.coupling import _check_capacity as check_capacity
+from spusim.device.coupling import check_dense, check_factored
 from spusim.device.faults import FaultConfig, FaultInjector
 from spusim.device.security import CurveServerKeys, secure
 from spusim.device.sessions import (
@@ -50,7 +50,7 @@ from spusim.device.sessions import (
     SessionTable,
 )
 from spusim.device.spu import EmulatedSPU
-from spusim.protocol.frames import send_frames
+from spusim.protocol.frames import recv_at_most, send_frames
 from spusim.protocol import (
     ALLOWED_DTYPES,
     INTEGRATORS,
@@ -61,6 +61,7 @@ from spusim.protocol import (
     MAX_SESSION_CHARS,
     OPS,
     PROTOCOL_VERSION,
+    UINT64_MAX,
     ErrorCode,
     MalformedRequest,
     ProtocolError,
@@ -74,7 +75,7 @@ log = logging.getLogger("spusim.device")
 
 QUEUE_LIMIT = 64  # device ops waiting behind the running one; more are answered BUSY
 MIN_QUEUE_BYTES = 64 * 1024 * 1024  # array bytes held by queued and running ops, at least
-CLOCK_LIMIT_NS = 2**64 - 1  # the simulated clock never passes what a uint64 carries
+CLOCK_LIMIT_NS = UINT64_MAX  # the simulated clock never passes what the protocol carries
 CRASH_EXIT_CODE = 70  # exit status of a daemon killed by an injected crash_run fault
 _IMMEDIATE_OPS = frozenset({"hello", "ping", "status", "shutdown", "acquire", "release",
                             "inject_fault", "cancel"})
@@ -82,7 +83,6 @@ _IMMEDIATE_OPS = frozenset({"hello", "ping", "status", "shutdown", "acquire", "r
 _SESSIONLESS_OPS = frozenset({"hello", "ping", "status", "release", "inject_fault"})
 _MAX_FRAMES = 3 + MAX_ARRAYS  # routing id, REQ delimiter, header, arrays
 _POLL_MS = 100
-_RCVMORE = int(zmq.RCVMORE)
 # Why a stopped op is answered the way it is: the code of each reason.
 _STOPPED = {"shutdown": ErrorCode.SHUTTING_DOWN, "lease_expired": ErrorCode.LEASE_EXPIRED,
             "cancel": ErrorCode.CANCELLED}
@@ -160,7 +160,6 @@ class DeviceServer:
             raise
         self.endpoint = self._router.last_endpoint.decode()
         self._connections = _ConnectionWatch(self._router)
-        self._scratch = bytearray(1)  # where discarded frames are read (truncated)
         self._leases = LeaseTable()
         self._sessions = SessionTable(kept=lambda name: (self._leases.holder or ("",))[0] == name)
         self._counters = {"requests": 0, "replies": 0, "cache_hits": 0}
@@ -209,7 +208,7 @@ class DeviceServer:
 
     def _receive(self) -> None:
         """Take one request off the ROUTER socket and answer or queue it; never raises."""
-        frames, dropped = self._read_message()
+        frames, dropped = recv_at_most(self._router, _MAX_FRAMES)
         self._counters["requests"] += 1
         envelope, body = frames[:1], frames[1:]
         if body and memoryview(body[0]).nbytes == 0:  # a REQ peer's empty delimiter
@@ -224,19 +223,6 @@ class DeviceServer:
         except Exception as exc:  # a daemon bug: report it, keep serving
             log.exception("failed to handle a request")
             self._reply(envelope, None, error=_internal("a request", exc))
-
-    def _read_message(self) -> tuple[list[Any], int]:
-        """One message's frames, at most ``_MAX_FRAMES``, and how many more were discarded
-        (read one by one, never held)."""
-        frames = [self._router.recv(copy=False)]
-        dropped = 0
-        while self._router.getsockopt(_RCVMORE):  # the property costs an import lookup
-            if len(frames) < _MAX_FRAMES:
-                frames.append(self._router.recv(copy=False))
-            else:  # read into a scratch byte: no object per frame
-                self._router.recv_into(self._scratch)
-                dropped += 1
-        return frames, dropped
 
     def _peer(self, frame: zmq.Frame) -> str | None:
         """Who sent ``frame``: its CURVE public key (the ZAP User-Id); None without CURVE."""
@@ -294,23 +280,15 @@ class DeviceServer:
                                     f"daemon's {self.max_queued_bytes}", op="run",
                                     argument="lag_samples", limit=self.max_queued_bytes)
             case "program":
-                A = arrays["A"]
-                if A.ndim != 2 or A.shape[0] != A.shape[1]:
-                    raise ProtocolError(ErrorCode.BAD_SHAPE, "the coupling matrix must be "
-                                        f"square and 2-dimensional, got {list(A.shape)}")
-                check_capacity(A.shape[0], A.size, self.config)
+                check_dense(arrays["A"], self.config)
             case "solve_factored" if (analog := _analog_ns(request.op, args)) > self.max_run_ns:
                 raise ProtocolError(ErrorCode.BAD_ARGUMENT, f"solve_factored: delay_ns + "
                                     f"burn_ns + record_ns = {analog} exceeds this daemon's "
                                     f"longest run, {self.max_run_ns} ns", op=request.op,
                                     argument="record_ns", limit=self.max_run_ns)
             case "program_factored" | "solve_factored":
-                J, H = arrays["J"], arrays["H"]
-                if J.ndim != 2 or H.shape != (J.shape[0], J.shape[0]):
-                    raise ProtocolError(ErrorCode.BAD_SHAPE, "J must be an m x N matrix and H "
-                                        f"m x m, got {list(J.shape)} and {list(H.shape)}")
-                m, n = J.shape
-                check_capacity(n, m * (m + 2 * n), self.config)
+                check_factored(arrays["J"], arrays["H"], self.config)
+                n = arrays["J"].shape[1]
                 vectors = [arrays[name] for name in ("b", "x") if name in arrays]
                 if any(vector.shape != (n,) for vector in vectors):
                     raise ProtocolError(ErrorCode.BAD_SHAPE, f"{request.op}: b and x must have "

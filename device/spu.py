@@ -158,7 +158,8 @@ class EmulatedSPU:
         Everything that can be checked before the first step is (the coupling, b and x
         against its N, the durations), so a bad request changes nothing. A step that fails
         later (a run's checks, divergence, cancellation) leaves the steps before it done, as
-        separate ops would, and its error lists them in ``details.completed``. Returns each
+        separate ops would, and its error lists them in ``details.completed``; a cancelled
+        one's ``completed_ns`` counts all its runs' analog time so far. Returns each
         step's result in order ("steps": [{"op", "result"}]), their phases summed
         ("timing"), and the read's mean.
         """
@@ -186,6 +187,9 @@ class EmulatedSPU:
                 result, arrays = call(*args, **kwargs)
             except ProtocolError as error:
                 error.details["completed"] = [done["op"] for done in steps]
+                if error.code == ErrorCode.CANCELLED:  # the op's runs so far, not this one's
+                    error.details["completed_ns"] += sum(
+                        done["result"]["timing"].get(Phase.ANALOG.value, 0) for done in steps)
                 raise
             steps.append({"op": op, "result": result})
             return arrays
@@ -747,9 +751,13 @@ _Stepper = _ModalStepper | _FactoredStepper | _EulerStepper | _CircuitStepper
 def _lag_in(lag: kernels.LagState, basis: np.ndarray | None,
             sum_lag: np.ndarray) -> kernels.LagState:
     """The lag correlator with its ring buffer's samples s mapped to basis^T s (None: as
-    they are) and ``sum_lag`` (a segment's own) as its sum; the position is carried on."""
+    they are) and ``sum_lag`` (a segment's own) as its sum; the position is carried on. An
+    empty ring (no correlator, or no sample held yet) is not mapped: nothing in it is read
+    before it is written."""
     ring, _, position = lag
-    return (ring if basis is None else np.ascontiguousarray(ring @ basis), sum_lag, position)
+    if basis is None or not position[1]:
+        return ring, sum_lag, position
+    return np.ascontiguousarray(ring @ basis), sum_lag, position
 
 
 def _wire(timing: dict[Phase, int]) -> dict[str, int]:

@@ -10,6 +10,7 @@ from spusim.protocol.codec import (
     MAX_NDIM,
     MAX_SESSION_CHARS,
     PROTOCOL_VERSION,
+    UINT64_MAX,
     MalformedRequest,
     Reply,
     Request,
@@ -31,7 +32,7 @@ from spusim.protocol.ops import (
 
 __all__ = [
     "ALLOWED_DTYPES", "DRIFTS", "FAULT_TRIGGERS", "INTEGRATORS", "MAX_ARRAYS", "MAX_HEADER_BYTES",
-    "MAX_LEASE_S", "MAX_NDIM", "MAX_SESSION_CHARS", "OPS", "PROTOCOL_VERSION",
+    "MAX_LEASE_S", "MAX_NDIM", "MAX_SESSION_CHARS", "OPS", "PROTOCOL_VERSION", "UINT64_MAX",
     "ErrorCode", "MalformedRequest", "OpSpec", "ProtocolError", "Reply", "Request",
     "decode_reply", "decode_request", "encode_reply", "encode_request", "spec_for",
 ]

@@ -29,7 +29,7 @@ MAX_ARRAYS = 4
 MAX_NDIM = 2
 MAX_SESSION_CHARS = 128  # a client's session id: 1 to 128 characters (protocol 1.1)
 MAX_ATTEMPT = 2**31 - 1  # a request's "attempt" header field: 1 to 2^31 - 1 (protocol 1.2)
-_UINT64_MAX = 2**64 - 1
+UINT64_MAX = 2**64 - 1  # the largest unsigned integer the header carries: ids, clock, ns
 
 Frame = Any  # anything exposing the buffer protocol: bytes, memoryview, zmq.Frame, ndarray
 
@@ -180,7 +180,7 @@ def decode_reply(frames: Sequence[Frame]) -> Reply:
 
 def _is_uint(value: Any) -> bool:
     """An unsigned 64-bit integer (not a bool)."""
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _UINT64_MAX
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= UINT64_MAX
 
 
 def _absent_as(value: Any, empty: Any) -> Any:

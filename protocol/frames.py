@@ -10,6 +10,7 @@ its number.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,7 +34,20 @@ def recv_frames(socket: zmq.Socket[Any]) -> list[Any]:
     """One message's frames as zero-copy ``zmq.Frame``s (none copied: a frame's size is not
     checked before it is read). Blocks as the socket's receive timeout says (zmq.Again when it
     runs out before a message)."""
+    return recv_at_most(socket, sys.maxsize)[0]
+
+
+def recv_at_most(socket: zmq.Socket[Any], max_frames: int) -> tuple[list[Any], int]:
+    """As :func:`recv_frames`, but keeping at most ``max_frames`` frames: the rest of the
+    message is read into one scratch byte each (truncated, never held); returns the frames
+    kept and how many were discarded."""
     frames: list[Any] = [socket.recv(copy=False)]
+    dropped, scratch = 0, None
     while socket.getsockopt(_RCVMORE):
-        frames.append(socket.recv(copy=False))
-    return frames
+        if len(frames) < max_frames:
+            frames.append(socket.recv(copy=False))
+        else:
+            scratch = scratch or bytearray(1)
+            socket.recv_into(scratch)
+            dropped += 1
+    return frames, dropped

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from spusim.protocol.codec import UINT64_MAX
 from spusim.protocol.errors import ErrorCode, ProtocolError
 
 INTEGRATORS = ("exact", "euler_maruyama")
@@ -130,7 +131,7 @@ _SEED = Arg("seed", lambda v: v is None or (_is_int(v) and 0 <= v < 2**63),
 OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
     OpSpec("hello", idempotent=True),
     OpSpec("ping", idempotent=True, args=(  # 1.2: ``request`` asks about one of its requests
-        Arg("request", lambda v: v is None or (_is_int(v) and 0 <= v < 2**64),
+        Arg("request", lambda v: v is None or (_is_int(v) and 0 <= v <= UINT64_MAX),
             "null or a request id of this session", None),
     )),
     OpSpec("status", idempotent=True),
@@ -181,7 +182,8 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
     )),
     # Protocol 1.2: stop a request of this session (queued or running).
     OpSpec("cancel", idempotent=True, args=(
-        Arg("request", lambda v: _is_int(v) and 0 <= v < 2**64, "a request id of this session"),
+        Arg("request", lambda v: _is_int(v) and 0 <= v <= UINT64_MAX,
+            "a request id of this session"),
     )),
     # Protocol 1.4: one TNGD step (delay, program_factored, set_bias, set_state, runs, read).
     OpSpec("solve_factored", idempotent=False, arrays=("J", "H", "b"), optional_arrays=("x",),

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from spusim import Device
+from spusim.device import kernels
 from spusim.device.config import DeviceConfig
-from spusim.device.spu import EmulatedSPU
+from spusim.device.spu import EmulatedSPU, _lag_in
 from spusim.protocol import ErrorCode, ProtocolError
 from spusim.timing import TimingModel
 
@@ -108,3 +109,15 @@ def test_a_lag_ring_beyond_the_byte_budget_is_refused_before_queueing(device: De
     with pytest.raises(Exception, match="ring buffer") as info:
         device.run(device.config["sample_interval_ns"], lag_samples=2**31 - 1)
     assert getattr(info.value, "code", None) == ErrorCode.BAD_ARGUMENT
+
+
+def test_an_empty_ring_is_not_mapped_into_a_stepper_basis() -> None:
+    """Entering a stepper's coordinates maps the ring's held samples s to basis^T s; a ring
+    holding none (no correlator, or none taken yet) is passed on as it is, not multiplied."""
+    basis = np.linalg.qr(np.random.default_rng(0).standard_normal((3, 3)))[0]
+    sums = np.zeros((3, 3))
+    for lag in (kernels.lag_correlator(LAG, 3), kernels.no_lag(3)):
+        assert _lag_in(lag, basis, sums)[0] is lag[0]
+    ring, _, position = lag = kernels.lag_correlator(LAG, 3)
+    ring[0], position[:] = [1.0, 2.0, 3.0], [1, 1]  # one sample held
+    np.testing.assert_array_equal(_lag_in(lag, basis, sums)[0], ring @ basis)

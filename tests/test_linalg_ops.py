@@ -142,6 +142,20 @@ def test_bad_arguments_are_refused_before_the_device_runs(device: Device, call,
     assert device.sim_time_ns == 0
 
 
+def test_the_routines_that_read_the_noise_refuse_a_noiseless_device() -> None:
+    """inv, logdet, lyapunov and expnegm read their answer from the thermal noise: at
+    kappa0 = 0 each refuses, naming itself, before it sends the device anything."""
+    served = ServedDevice(kappa0=0.0, cells=8)
+    try:
+        with Device.connect(served.endpoint) as device:
+            for name in ("inv", "logdet", "lyapunov", "expnegm"):
+                with pytest.raises(ValueError, match=f"^{name} needs thermal noise"):
+                    getattr(linalg, name)(device, SPD)
+            assert device.sim_time_ns == 0 and device.status()["programmed"] is False
+    finally:
+        served.stop()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("eigenvalues", [np.linspace(0.5, 5.0, 16), np.geomspace(0.05, 5.0, 16)])
 def test_logdet_long(device: Device, eigenvalues: np.ndarray) -> None:

@@ -5,9 +5,11 @@ arithmetic to rounding)."""
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -155,6 +157,47 @@ def test_two_chips_step_like_one_chip_on_a_block_diagonal_model(spu_chips):
     split_opt.step(*labels[0])
     gap = (split_opt.report.direction - single_opt.report.direction).norm()
     assert gap > 1e-3 * single_opt.report.direction.norm()
+
+
+def _chip_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("spu-chip")}
+
+
+@NOISELESS
+@pytest.mark.daemon
+def test_the_chips_threads_live_as_long_as_the_optimizer(spu_chips):
+    """Every step runs on the same two threads, one per chip; close() ends them (waiting for
+    them) and a closed optimizer refuses to step; one dropped without close() has its threads
+    end when it is collected."""
+    others = _chip_threads()  # another test's, not yet collected
+
+    def chip_threads() -> set[threading.Thread]:
+        return _chip_threads() - others
+
+    chips = spu_chips(2)
+    x = torch.randn(8, 9, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = torch.zeros(8, 5, dtype=torch.float64)
+    optimizer = TNGD(TwoHeads(), devices=chips, loss="mse", lr=0.1, damping=DAMPING, t=1.0)
+    optimizer.step(x, y)
+    threads = chip_threads()
+    assert len(threads) == 2
+    optimizer.step(x, y)
+    assert chip_threads() == threads
+    optimizer.close()
+    assert chip_threads() == set() and not any(t.is_alive() for t in threads)
+    with pytest.raises(RuntimeError, match="closed"):
+        optimizer.step(x, y)
+    optimizer.close()  # again: nothing to do
+
+    optimizer = TNGD(TwoHeads(), devices=chips, loss="mse", lr=0.1, damping=DAMPING, t=1.0)
+    optimizer.step(x, y)
+    threads = chip_threads()
+    assert len(threads) == 2
+    del optimizer
+    gc.collect()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert chip_threads() == set()
 
 
 @pytest.mark.spu_config(kappa0=0.0, seed=0, fault_delay_reply="1", fault_delay_ms=60)

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from spusim.timing.digital import Measured, parse_digital
 from spusim.training.record_plots import curves, labels
-from spusim.training.records import RecordError, load, run_directory
+from spusim.training.records import RecordError, load, replay_report, run_directory
 
 ROOT = Path(__file__).resolve().parents[1]
 SPU = str(Path(sys.executable).with_name("spu"))
@@ -68,6 +69,30 @@ def test_the_final_test_evaluation_is_a_point_of_the_curves() -> None:
     assert c["test_ms"][-1] == 0.01
 
 
+def test_the_replay_report_flags_simulated_time_only_where_it_is_deterministic() -> None:
+    """On the roofline clock (the default) the simulated time is checked like the losses; on
+    a measured clock it is reported as differing without a flag; across clocks it is
+    flagged, naming both."""
+    roofline, measured = parse_digital().label, Measured(2.0).label
+
+    def run(sim_time_ns: int, clock: str, digital: str | None) -> dict:
+        return {"final_train_loss": 0.5, "final_test_loss": 0.6, "final_test_accuracy": 0.8,
+                "sim_time_ns": sim_time_ns, "clock": clock,
+                "spec": {} if digital is None else {"digital": digital}}
+
+    def verdict(recorded: dict, now: dict) -> str:
+        report = replay_report(recorded, now).splitlines()
+        assert [line.split()[-1] for line in report[1:4]] == ["same"] * 3
+        return report[4].split(maxsplit=4)[-1]
+
+    assert verdict(run(7, roofline, None), run(7, roofline, None)) == "same"
+    assert verdict(run(7, roofline, None), run(8, roofline, None)) == "DIFFERS"
+    assert verdict(run(7, measured, "measured:2"), run(8, measured, "measured:2")) == (
+        "differs (measured clock: the host's wall time)")
+    assert verdict(run(7, measured, "measured:2"), run(8, roofline, None)) == (
+        f"DIFFERS: recorded on {measured}, replayed on {roofline}")
+
+
 def test_not_a_record_is_refused_in_one_line(tmp_path: Path) -> None:
     (tmp_path / "x.json").write_text('{"config": {}}')
     with pytest.raises(RecordError, match="not a run record"):
@@ -100,7 +125,7 @@ def test_examples_leave_docs_alone_and_their_records_replay_and_plot(tmp_path: P
     replay = _spu("train", "--replay", str(record_path), "--replay-run", "1",
                   "--json", str(tmp_path / "replayed.json"))
     assert replay.returncode == 0, replay.stderr
-    assert replay.stdout.count(" same") == 3, replay.stdout
+    assert replay.stdout.count(" same") == 4, replay.stdout  # the losses and the roofline time
     replayed = json.loads((tmp_path / "replayed.json").read_text())
     assert replayed["config"]["device"] == runs[1]["device"]
     assert replayed["config"]["replay_of"] == {"record": str(record_path), "run": 1}

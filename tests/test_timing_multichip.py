@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from spusim.timing.model import Phase
-from spusim.timing.multichip import chips_schedule, combine, critical_path
+from spusim.timing.multichip import chips_schedule, combine
 from spusim.timing.pipeline import IterationCosts
 from spusim.timing.serial import SerialClock
 
@@ -46,13 +46,32 @@ def test_a_shared_link_serializes_the_transfers(k, tin, tout):
     assert device_ns(combine(chips, "separate")) == tin + 20 + 5000 + 30 + tout
 
 
-def test_the_critical_path_is_contiguous_and_sums_to_the_schedule():
+def test_the_critical_path_is_the_hand_placed_one():
+    """The three chips placed by hand (lane, phase, start, end in ns). Separate links: chip 2
+    (10 + 1 + 6000 + 1 + 1) finishes last, at 6013, on its own. Shared link: the uploads go
+    in chip order (0-300, 300-1200, 1200-1210), the readouts as the chips' ADCs finish
+    (chip 1 at 5255, chip 0 at 5350, chip 2 at 7212), so chip 2's path starts with the two
+    uploads before its own. With chip 2 gone, chip 0's readout waits for chip 1's on the
+    link (5655): the path crosses from chip 1 to chip 0's readout."""
     chips = [chip(300, 20, 5000, 30, 40), chip(900, 25, 4000, 30, 400), chip(10, 1, 6000, 1, 1)]
-    for link in ("separate", "shared"):
-        schedule = chips_schedule(chips, link)
-        path = critical_path(schedule)
-        assert path[0].start_ns == 0 and path[-1].end_ns == schedule.total_ns
-        assert all(a.end_ns == b.start_ns for a, b in zip(path, path[1:]))
+    TI, DAC, AN, ADC, TO = (Phase.TRANSFER_IN, Phase.DAC, Phase.ANALOG, Phase.ADC,
+                            Phase.TRANSFER_OUT)
+
+    def path(chosen, link):
+        return [(e.lane, e.phase, e.start_ns, e.end_ns)
+                for e in chips_schedule(chosen, link).critical_path()]
+
+    assert path(chips, "separate") == [
+        ("link2", TI, 0, 10), ("chip2", DAC, 10, 11), ("chip2", AN, 11, 6011),
+        ("chip2", ADC, 6011, 6012), ("link2", TO, 6012, 6013)]
+    assert path(chips, "shared") == [
+        ("link-in", TI, 0, 300), ("link-in", TI, 300, 1200), ("link-in", TI, 1200, 1210),
+        ("chip2", DAC, 1210, 1211), ("chip2", AN, 1211, 7211), ("chip2", ADC, 7211, 7212),
+        ("link-out", TO, 7212, 7213)]
+    assert path(chips[:2], "shared") == [
+        ("link-in", TI, 0, 300), ("link-in", TI, 300, 1200), ("chip1", DAC, 1200, 1225),
+        ("chip1", AN, 1225, 5225), ("chip1", ADC, 5225, 5255), ("link-out", TO, 5255, 5655),
+        ("link-out", TO, 5655, 5695)]
 
 
 def test_the_serial_loop_places_k_chips_as_one():

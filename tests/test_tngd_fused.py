@@ -4,6 +4,7 @@ op per request: with the same seeds the same estimates bit for bit, the same Dev
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 
@@ -11,7 +12,9 @@ import numpy as np
 import pytest
 
 from spusim import Device
-from spusim.protocol import ErrorCode, decode_reply
+from spusim.device.config import DeviceConfig
+from spusim.device.spu import EmulatedSPU
+from spusim.protocol import ErrorCode, ProtocolError, decode_reply
 from spusim.training import curvature
 from spusim.training.data import batches, load_digits
 from spusim.training.linearization import Linearization, ParameterSet
@@ -101,17 +104,48 @@ def test_runs_longer_than_the_daemons_longest_are_refused_before_queueing() -> N
         served.stop()
 
 
+def test_a_cancelled_solve_reports_the_analog_time_of_all_its_runs() -> None:
+    """A solve stopped between chunks of its recorded run (after a delay and a burn-in):
+    completed_ns is the analog time of all three runs so far, which is the clock's advance
+    less the two uploads' closed-form price (16 bits a value over 50 Gb/s, rounded up:
+    program_factored's m (m + 2N) values and set_bias's N), and more than delay + burn-in."""
+    m, n, delay_ns, burn_ns, record_ns = 4, 64, 2_000, 3_000, 4_000_000  # chunks of 8192
+    spu = EmulatedSPU(DeviceConfig(kappa0=0.01, cells=n))
+    rng = np.random.default_rng(0)
+    J, H = rng.standard_normal((m, n)) / 8, np.eye(m)
+    spu.program_factored(J, H, 1.0)  # the delay runs under it
+    start = spu.clock.now_ns
+
+    class AfterTheBurnIn:  # set at the first chunk boundary 10 us into the recorded run
+        def is_set(self) -> bool:
+            return spu.clock.now_ns > start + delay_ns + burn_ns + 10_000
+
+    with pytest.raises(ProtocolError) as stopped:
+        spu.solve_factored(J, H, np.ones(n), 1.0, record_ns, integrator="exact",
+                           delay_ns=delay_ns, burn_ns=burn_ns, cancel=AfterTheBurnIn())
+    assert stopped.value.code == ErrorCode.CANCELLED
+    details = stopped.value.details
+    assert details["completed"] == ["run", "program_factored", "set_bias", "run"]
+    uploads_ns = math.ceil(m * (m + 2 * n) * 16 / 50) + math.ceil(n * 16 / 50)
+    assert details["completed_ns"] == spu.clock.now_ns - start - uploads_ns
+    assert delay_ns + burn_ns < details["completed_ns"] < delay_ns + burn_ns + record_ns
+
+
 def test_a_cancelled_solve_names_the_steps_it_did() -> None:
-    """A cancel while the recorded run executes: CANCELLED, how far that run got, and the
-    steps done before it (which took effect, as separate ops would have)."""
+    """A cancel while the recorded run executes: CANCELLED, how far it got (its burn-in and
+    part of the recorded run: the daemon's clock, which started at 0, less the uploads), and
+    the steps done before it (which took effect, as separate ops would have)."""
     from tests.test_attacks import LONG_RUN_NS, call, dealer, receive, send
+
+    BURN_NS = 10_000  # noqa: N806
 
     served = ServedDevice(kappa0=0.01, cells=64)
     socket = dealer(served.context, served.endpoint)
     try:
         J, H = np.random.default_rng(0).standard_normal((4, 64)) / 8, np.eye(4)
         send(socket, 1, "solve_factored", "fused", {
-            "damping": 1.0, "integrator": "euler_maruyama", "record_ns": LONG_RUN_NS},
+            "damping": 1.0, "integrator": "euler_maruyama", "burn_ns": BURN_NS,
+            "record_ns": LONG_RUN_NS},
             arrays={"J": J, "H": H, "b": np.ones(64)})
         deadline = time.monotonic() + 10
         while served.server.status()["busy_with"] != "solve_factored":
@@ -122,8 +156,10 @@ def test_a_cancelled_solve_names_the_steps_it_did() -> None:
         reply = decode_reply(receive(socket, 5))
         assert reply.error is not None and reply.error["code"] == ErrorCode.CANCELLED
         details = reply.error["details"]
-        assert details["completed"] == ["program_factored", "set_bias"]
-        assert 0 < details["completed_ns"] < LONG_RUN_NS
+        assert details["completed"] == ["program_factored", "set_bias", "run"]
+        uploads_ns = math.ceil(4 * (4 + 2 * 64) * 16 / 50) + math.ceil(64 * 16 / 50)
+        assert details["completed_ns"] == reply.device["sim_time_ns"] - uploads_ns > BURN_NS
+        assert details["completed_ns"] < BURN_NS + LONG_RUN_NS
     finally:
         socket.close(linger=0)
         served.stop()

@@ -75,7 +75,19 @@ def test_serial_clock_adds_the_phases_and_waits_for_the_delay() -> None:
     assert clock.add(costs) == (3000 - 45) + 320 + 5000 + 45  # t_d after the measurement
     short = IterationCosts(1000, costs.upload, 5000, costs.readout, delay_ns=500)
     assert clock.add(short) == 1000 + 320 + 5000 + 45  # the digital step covers t_d
-    assert clock.now_ns == sum(clock.iteration_ns)
+    # Placed by hand: each phase after the one it waits for; a delay t_d from the end of the
+    # previous analog run (the measurement), labelled with that run's iteration.
+    D, TI, DAC, AN, ADC, TO, DL = (Phase.DIGITAL, Phase.TRANSFER_IN, Phase.DAC, Phase.ANALOG,
+                                   Phase.ADC, Phase.TRANSFER_OUT, Phase.DELAY)
+    assert [(e.phase, e.iteration, e.start_ns, e.end_ns) for e in clock.schedule.events] == [
+        (D, 0, 0, 1000), (TI, 0, 1000, 1300), (DAC, 0, 1300, 1320), (AN, 0, 1320, 6320),
+        (ADC, 0, 6320, 6325), (TO, 0, 6325, 6365),
+        (D, 1, 6365, 7365), (DL, 0, 6320, 9320), (TI, 1, 9320, 9620), (DAC, 1, 9620, 9640),
+        (AN, 1, 9640, 14640), (ADC, 1, 14640, 14645), (TO, 1, 14645, 14685),
+        (D, 2, 14685, 15685), (DL, 1, 14640, 15140), (TI, 2, 15685, 15985),
+        (DAC, 2, 15985, 16005), (AN, 2, 16005, 21005), (ADC, 2, 21005, 21010),
+        (TO, 2, 21010, 21050)]
+    assert clock.now_ns == 21_050  # the third estimate's transfer_out ends
 
 
 @pytest.mark.daemon

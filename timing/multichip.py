@@ -13,13 +13,13 @@ decides whether their transfers do:
   For K equal chips the device part lasts dac + analog + adc + max(K transfer_in +
   transfer_out, transfer_in + K transfer_out).
 
-The iteration's time is the critical path: the chain of events that fixed when the last
-estimate came back. :func:`combine` reduces the K chips to the phases on that path, one
-IterationCosts that timing.serial.SerialClock (Algorithm 1) places as it would one chip's: its
-device part then lasts exactly the K-chip schedule's. timing.pipeline.LoopClock (the pipelined
-loop) overlaps the host's digital step with the device part between the path's upload and
-readout, an approximation: off the path a chip may finish its upload earlier. All times are
-integer ns; nothing here reads a clock.
+The iteration's time is the critical path (timing.pipeline.Schedule.critical_path): the chain
+of events that fixed when the last estimate came back. :func:`combine` reduces the K chips to
+the phases on that path, one IterationCosts that timing.serial.SerialClock (Algorithm 1) places
+as it would one chip's: its device part then lasts exactly the K-chip schedule's.
+timing.pipeline.LoopClock (the pipelined loop) overlaps the host's digital step with the device
+part between the path's upload and readout, an approximation: off the path a chip may finish
+its upload earlier. All times are integer ns; nothing here reads a clock.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from spusim.timing.model import Phase
-from spusim.timing.pipeline import Event, IterationCosts, Schedule, Timeline
+from spusim.timing.pipeline import Event, IterationCosts, Schedule, Timeline, phase_sums
 
 LINKS = ("separate", "shared")
 
@@ -70,19 +70,6 @@ class _ChipsTimeline(Timeline):
         self.schedule.iteration_ns.append(self.schedule.total_ns)
 
 
-def critical_path(schedule: Schedule) -> list[Event]:
-    """The events that fixed when the last readout ended, first to last: back from the
-    latest-ending transfer_out through each event's cause. Their durations add up to the
-    schedule's length (each starts when its cause ends, the first at 0)."""
-    ends = [e for e in schedule.events if e.phase == Phase.TRANSFER_OUT]
-    event: Event | None = max(ends, key=lambda e: e.end_ns)
-    path: list[Event] = []
-    while event is not None:
-        path.append(event)
-        event = event.cause
-    return path[::-1]
-
-
 def combine(chips: Sequence[IterationCosts], link: str = "separate") -> IterationCosts:
     """One iteration on K chips as one chip's costs: the digital step (the host's, the same
     for every chip), the phases on the critical path of :func:`chips_schedule` summed by
@@ -90,9 +77,7 @@ def combine(chips: Sequence[IterationCosts], link: str = "separate") -> Iteratio
     digital = {chip.digital_ns for chip in chips}
     if len(digital) > 1:
         raise ValueError(f"the chips disagree on the host's digital step: {sorted(digital)} ns")
-    totals: dict[Phase, int] = {}
-    for event in critical_path(chips_schedule(chips, link)):
-        totals[event.phase] = totals.get(event.phase, 0) + event.duration_ns
+    totals = phase_sums(chips_schedule(chips, link).critical_path())
     return IterationCosts(
         digital.pop(),
         {p: totals[p] for p in (Phase.TRANSFER_IN, Phase.DAC) if totals.get(p)},

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from spusim.timing.digital import Roofline, Work
 from spusim.timing.model import Phase, TimingModel
-from spusim.timing.pipeline import IterationCosts, Schedule, schedule
+from spusim.timing.pipeline import IterationCosts, Schedule, phase_sums, schedule
 
 FLOAT_BYTES = 4
 OPTIMIZERS = ("sgd", "adam", "ngd", "ngd-cg", "ngd-woodbury", "tngd")
@@ -114,9 +114,6 @@ def estimate(optimizer: str, p: Problem, digital: Roofline,
     if optimizer != "tngd":
         return IterationEstimate(optimizer, digital_ns, {Phase.DIGITAL: digital_ns})
     loop = schedule([tngd_costs(p, digital_ns, device or TimingModel())] * iterations)
-    critical: dict[Phase, int] = {}
-    for event in loop.critical_path():
-        if event.duration_ns:
-            critical[event.phase] = critical.get(event.phase, 0) + event.duration_ns
+    critical = {phase: ns for phase, ns in phase_sums(loop.critical_path()).items() if ns}
     return IterationEstimate(optimizer, loop.iteration_ns[-1], critical,
                              loop.dominant_phase(), loop)

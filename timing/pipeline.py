@@ -25,7 +25,7 @@ which is what the emulator runs (docs/timing.md, "Between a readout and the next
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from spusim.timing.model import Phase
@@ -74,10 +74,14 @@ class Schedule:
     iteration_ns: list[int]
 
     def critical_path(self, iteration: int = -1) -> list[Event]:
-        """The chain of events that fixed when ``iteration``'s estimate came back, in order."""
+        """The chain of events that fixed when ``iteration``'s estimate came back, in order:
+        back from the iteration's latest-ending transfer_out (of several chips', the last)
+        through each event's cause, to the previous iteration's estimate (or time 0).
+        ``iteration`` indexes the iterations that have a transfer_out (-1: the last)."""
         ends = [e for e in self.events if e.phase == Phase.TRANSFER_OUT]
-        end = ends[iteration]
-        since = ends[end.iteration - 1].end_ns if end.iteration > 0 else 0
+        k = sorted({e.iteration for e in ends})[iteration]
+        end = max((e for e in ends if e.iteration == k), key=lambda e: e.end_ns)
+        since = max((e.end_ns for e in ends if e.iteration == k - 1), default=0)
         path: list[Event] = []
         event: Event | None = end
         while event is not None and event.end_ns > since:
@@ -87,17 +91,12 @@ class Schedule:
 
     def dominant_phase(self, iteration: int = -1) -> Phase:
         """The phase with the most time on ``iteration``'s critical path."""
-        totals: dict[Phase, int] = {}
-        for event in self.critical_path(iteration):
-            totals[event.phase] = totals.get(event.phase, 0) + event.duration_ns
+        totals = phase_sums(self.critical_path(iteration))
         return max(totals, key=lambda phase: totals[phase])
 
     def phase_totals(self) -> dict[Phase, int]:
         """Time spent in each phase over the whole schedule, ns (overlapping phases both count)."""
-        totals: dict[Phase, int] = {}
-        for event in self.events:
-            totals[event.phase] = totals.get(event.phase, 0) + event.duration_ns
-        return totals
+        return phase_sums(self.events)
 
     @property
     def total_ns(self) -> int:
@@ -108,6 +107,14 @@ class Schedule:
         and the delay t_d after it, ns (the idle rest of the gap to the next upload is held)."""
         return sum(e.duration_ns for e in self.events if e.iteration == iteration
                    and e.phase in (Phase.ANALOG, Phase.DELAY))
+
+
+def phase_sums(events: Iterable[Event]) -> dict[Phase, int]:
+    """The events' durations summed phase by phase, ns (a phase without events is absent)."""
+    totals: dict[Phase, int] = {}
+    for event in events:
+        totals[event.phase] = totals.get(event.phase, 0) + event.duration_ns
+    return totals
 
 
 class Timeline:

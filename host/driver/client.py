@@ -417,8 +417,8 @@ class Device:
         if it ran out meanwhile, :class:`~spusim.driver.errors.LeaseExpired` is raised (others
         may have changed the device): call ``acquire`` again, then re-program.
         """
-        deadline, backoff = time.monotonic() + wait_s, _BACKOFF_S
-        while True:
+        deadline = time.monotonic() + wait_s
+        for wait in _backoffs():
             try:
                 result = self._call("acquire", {"ttl_s": float(ttl_s)}).result
                 break
@@ -426,10 +426,9 @@ class Device:
                 self._lease_epoch = None  # reported once; the next acquire asks afresh
                 raise
             except DeviceLeased:
-                if time.monotonic() + backoff > deadline:
+                if time.monotonic() + wait > deadline:
                     raise
-            time.sleep(backoff)
-            backoff = min(2 * backoff, _MAX_BACKOFF_S)
+            time.sleep(wait)
         self._lease_epoch, self._lease_ttl_s = result.get("epoch"), float(ttl_s)
         return result
 
@@ -536,7 +535,7 @@ class Device:
               extra_timeout: float = 0.0) -> Reply:
         retries = self.retries if spec_for(op).idempotent or self.deduplicates else 0
         self._check_frame_sizes(arrays or {})
-        backoff = _BACKOFF_S
+        waits = _backoffs()
         heartbeat_s = (max(0.02, min(1.0, self._lease_ttl_s / 4))
                        if self._lease_epoch is not None else None)
         for attempt in range(self.retries + 1):  # BUSY: the request was not executed; resend
@@ -546,8 +545,7 @@ class Device:
             if reply.ok or (reply.error or {}).get("code") != ErrorCode.BUSY:
                 break
             if attempt < self.retries:
-                time.sleep(backoff)
-                backoff = min(2 * backoff, _MAX_BACKOFF_S)
+                time.sleep(next(waits))
         self._sim_time_ns = int(reply.device.get("sim_time_ns", self._sim_time_ns))
         self._record_timing(op, reply)
         boot_id = reply.device.get("boot_id")
@@ -563,3 +561,12 @@ class Device:
             # acquires again (or releases), even if the daemon has forgotten this session.
             raise error_from_reply(reply.error)
         return reply
+
+
+def _backoffs() -> Iterator[float]:
+    """The waits before each resend of a request the daemon turned away (BUSY, or LEASED in
+    ``acquire``), s: _BACKOFF_S, doubling up to _MAX_BACKOFF_S, for ever."""
+    wait = _BACKOFF_S
+    while True:
+        yield wait
+        wait = min(2 * wait, _MAX_BACKOFF_S)

@@ -50,7 +50,8 @@ class LeaseExpired(DeviceStateError):
 
 class Cancelled(DeviceError):
     """The op was stopped by a ``cancel`` request (1.2): ``details["completed_ns"]`` says how
-    much of a run was done (its samples are in the averager), the reply's clock where it is."""
+    much analog time its runs completed (a run's, or all of a solve_factored's so far; the
+    samples are in the averager), the reply's clock where it is."""
 
 
 class ReplyLost(DeviceError):

@@ -50,18 +50,19 @@ def inverse_norm_from_spread(mean_variance: float, t_sample: float, kappa0: floa
 
 def solve_bound(session: Session, A: np.ndarray, b: np.ndarray, x: np.ndarray,
                 standard_error: np.ndarray, scales: tuple[float, float], t_sample: float,
-                blocks: int) -> Parts:
+                blocks: int, rounding: np.ndarray) -> Parts:
     """Bound on ||x - A^-1 b|| from quantization, mismatch, offsets and ADC steps, in parts.
 
     x - A^-1 b = A_q^-1 (delta_b - delta_A x) for the programmed A_q = A + delta_A and
     b_q = b + delta_b, so ||.|| <= ||A_q^-1||_2 ||delta_b - delta_A x||; the mismatch's
     delta_A x = sigma (A o E) x has the RMS size sigma ||A diag(x)||_F; the bias offsets add to
-    delta_b; the readings' offsets and ADC rounding add to x directly. scales: (s_A, s_b).
+    delta_b; the readings' offsets and ADC rounding add to x directly. scales: (s_A, s_b);
+    rounding: the DAC's delta_A (:func:`programmed_error`).
     """
     s_a, s_b = scales
     config, n = session.device.config, A.shape[0]
     residuals = np.array([
-        np.linalg.norm(bias_error(session, b, s_b) - programmed_error(session, A, s_a) @ x),
+        np.linalg.norm(bias_error(session, b, s_b) - rounding @ x),
         mismatch_bound(session, A * x[None, :]),
         _SIGMAS * float(config["bias_offset"]) * np.sqrt(n) / s_b])
     parts = np.zeros(3)
@@ -75,17 +76,18 @@ def solve_bound(session: Session, A: np.ndarray, b: np.ndarray, x: np.ndarray,
             float(parts[2]) + reading * np.sqrt(n) * s_a / s_b)
 
 
-def inverse_bound(session: Session, A: np.ndarray, X: np.ndarray, s_a: float) -> Parts:
+def inverse_bound(session: Session, A: np.ndarray, X: np.ndarray, s_a: float,
+                  rounding: np.ndarray) -> Parts:
     """Bound on ||X - A^-1||_F for an inverse X read from the covariance kappa0 (s_a A)^-1.
 
     A_q^-1 - A^-1 = -A_q^-1 delta_A A^-1 ~ -X delta_A X; for the mismatch delta_A = sigma A o E
     (E standard normal) its RMS size is sigma sqrt(c^T (A o A) c), c = the squared column norms
     of X, counted at 2 sigma. The readings' errors (:func:`moment_error`, device units) scale by
-    s_a / kappa0 into X's units.
+    s_a / kappa0 into X's units. rounding: the DAC's delta_A (:func:`programmed_error`).
     """
     columns = np.sum(X * X, axis=0)
     reading = moment_error(session, A.shape[0], float(np.linalg.norm(X, 2)) / s_a)
-    return (float(np.linalg.norm(X @ programmed_error(session, A, s_a) @ X)),
+    return (float(np.linalg.norm(X @ rounding @ X)),
             mismatch_bound(session, np.sqrt(np.outer(columns, columns)) * A),
             reading * s_a / session.kappa0)
 
@@ -112,9 +114,11 @@ def moment_error(session: Session, n: int, inverse_norm: float) -> float:
     return error
 
 
-def systematics(session: Session, matrix: np.ndarray, scales: tuple[float, float],
+def systematics(session: Session, scales: tuple[float, float], rounding: np.ndarray,
                 parts: Parts) -> Systematics:
-    """The :class:`Systematics` of an operation that programmed ``scales[0] * matrix``."""
+    """The :class:`Systematics` of an operation that programmed a matrix scaled by
+    ``scales[0]`` and a vector by ``scales[1]``; ``rounding``: what the coupling DAC made of
+    the matrix, minus it (:func:`programmed_error`, the matrix's units)."""
     s_a, s_b = scales
     config, conv = session.device.config, session.converters
     return Systematics(
@@ -122,7 +126,7 @@ def systematics(session: Session, matrix: np.ndarray, scales: tuple[float, float
         adc_clipped=session.counts["adc_clipped"], coupling_scale=s_a, bias_scale=s_b,
         coupling_step=conv.coupling.step / s_a, bias_step=conv.bias.step / s_b,
         adc_step=conv.adc.step,
-        quantization_error=float(np.linalg.norm(programmed_error(session, matrix, s_a))),
+        quantization_error=float(np.linalg.norm(rounding)),
         mismatch=float(config["mismatch"]), bias_offset=float(config["bias_offset"]),
         readout_offset=float(config["readout_offset"]),
         readout_tau_ns=float(config.get("readout_tau_ns") or 0.0), settle_ns=session.settle_ns,

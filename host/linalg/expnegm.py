@@ -62,8 +62,7 @@ def expnegm(device: Device, A: Any, t: float = 1.0, *, readings: int = 4000,
                          f"{readings}")
     check_schedule(t_burn, blocks)
     session = Session(device, on_clip, scale)
-    if session.kappa0 <= 0:
-        raise ValueError("expnegm needs thermal noise: this device runs with kappa0 = 0")
+    session.require_noise("expnegm")
     shift = symmetric_part_shift(A) if alpha is None else float(alpha)
     shifted = A + shift * np.eye(A.shape[0])
     transformed = transformed_drift(session, shifted, shifted + shifted.T, scale, lag_tau=t)
@@ -74,14 +73,11 @@ def expnegm(device: Device, A: Any, t: float = 1.0, *, readings: int = 4000,
     gain = float(np.exp(shift * t))
     estimate, error = batch_means(gain * transformed.back(products, session.kappa0))
     costs = session.finish()
-    parts = expnegm_bound(session, transformed, estimate / gain, t)
-    found = systematics(session, transformed.drift, (transformed.scale, 1.0),
+    rounding = programmed_error(session, transformed.drift, transformed.scale)
+    parts = expnegm_bound(session, transformed, estimate / gain, t, rounding)
+    found = systematics(session, (transformed.scale, 1.0), rounding,
                         (gain * parts[0], gain * parts[1], gain * parts[2]))
-    sampling = float(np.linalg.norm(error))
-    return ExpnegmResult(expnegm=estimate, shift=shift, standard_error=error,
-                         sampling_error=sampling, error_estimate=sampling + found.bound,
-                         systematics=found,
-                         samples=pairs, blocks=blocks, **costs)
+    return ExpnegmResult.of(error, found, pairs, blocks, costs, expnegm=estimate, shift=shift)
 
 
 def symmetric_part_shift(A: np.ndarray) -> float:
@@ -114,19 +110,19 @@ def lag_products(session: Session, lag_tau: float, readings: int, blocks: int,
 
 
 def expnegm_bound(session: Session, transformed: Transformed, E: np.ndarray,
-                  t: float) -> Parts:
+                  t: float, rounding: np.ndarray) -> Parts:
     """First-order bound on ||e^{-tA} - estimate||_F (before the e^{alpha t} gain) from the
     drift's quantization and mismatch and the readings' offsets and ADC rounding.
 
     An error dA in A moves e^{-tA} by at most t ||dA||_2 max_{0<=s<=t} ||e^{-sA}||_2
     ||e^{-(t-s)A}||_2, taken as t ||dA||_2 max(1, ||E||_2)^2 (exact for normal A); dA = L E L^-1
-    for an error E in the device's drift. Reading errors enter like lyapunov's.
+    for an error E in the device's drift (``rounding``: the DAC's, as
+    :func:`~spusim.linalg.bounds.programmed_error` gives it). Reading errors enter like
+    lyapunov's.
     """
     L = transformed.factor
     singular = np.ones(1) if L is None else np.linalg.svd(L, compute_uv=False)
     conditioning = float(singular[0] / singular[-1])
-    rounding = float(np.linalg.norm(programmed_error(session, transformed.drift,
-                                                     transformed.scale), 2))
     norm_e = max(1.0, float(np.linalg.norm(E, 2)))
     sensitivity = t * conditioning * norm_e**2
     s, kappa0 = transformed.scale, session.kappa0
@@ -134,5 +130,5 @@ def expnegm_bound(session: Session, transformed: Transformed, E: np.ndarray,
     inverse_norm = 2.0 / (float(singular[-1]) ** 2 * s)
     reading = (moment_error(session, E.shape[0], inverse_norm) * s / (2 * kappa0)
                * float(singular[0]) ** 2)
-    return (sensitivity * rounding,
+    return (sensitivity * float(np.linalg.norm(rounding, 2)),
             sensitivity * mismatch_bound(session, transformed.drift), reading)

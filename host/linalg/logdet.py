@@ -69,8 +69,7 @@ def logdet(device: Device, A: Any, *, intervals: int = 8, t_burn: float = 50.0,
         raise ValueError(f"intervals must be even and >= 2, got {intervals}")
     check_schedule(t_burn, blocks, t_sample)
     session = Session(device, on_clip, scale)
-    if session.kappa0 <= 0:
-        raise ValueError("logdet needs thermal noise: this device runs with kappa0 = 0")
+    session.require_noise("logdet")
     n = A.shape[0]
     c = float(np.trace(A)) / n
     if not c > 0:
@@ -103,29 +102,32 @@ def logdet(device: Device, A: Any, *, intervals: int = 8, t_burn: float = 50.0,
     half = clenshaw_curtis(intervals // 2)[1] @ values[::2].mean(axis=1)
     quadrature = abs(float(weights @ values.mean(axis=1)) - float(half))
     paths = [c * np.eye(n) + lam * D for lam in lambdas]
-    found = systematics(session, A, (s, 1.0),
-                        logdet_bound(session, D, paths, weights, inverses, s))
-    return LogdetResult(logdet=estimate, quadrature_error=quadrature, nodes=lambdas,
-                        standard_error=np.array(error), sampling_error=error,
-                        error_estimate=error + quadrature + found.bound, systematics=found,
-                        samples=samples, blocks=blocks, **costs)
+    roundings = [programmed_error(session, path, s) for path in paths[1:]]
+    # The last node (lambda = 1) programmed A itself: its rounding is A's.
+    found = systematics(session, (s, 1.0), roundings[-1],
+                        logdet_bound(session, D, paths, weights, inverses, s, roundings))
+    return LogdetResult.of(np.array(error), found, samples, blocks, costs,
+                           other_error=quadrature, logdet=estimate,
+                           quadrature_error=quadrature, nodes=lambdas)
 
 
 def logdet_bound(session: Session, D: np.ndarray, paths: list[np.ndarray],
-                 weights: np.ndarray, inverses: np.ndarray, s: float) -> Parts:
+                 weights: np.ndarray, inverses: np.ndarray, s: float,
+                 roundings: list[np.ndarray]) -> Parts:
     """First-order bound on the estimate's systematic error (besides the quadrature's).
 
     An error E_k in the programmed A_lambda_k moves f(lambda_k) by -tr(D X_k E_k X_k), X_k the
     node's measured A_lambda_k^-1: summed with the weights for the DAC's rounding (known), and
     at 2 sigma over the chip's fixed mismatch E_k = sigma A_k o Xi (the same Xi at every node).
     A reading's second-moment error eps moves f by at most ||D||_F eps s / kappa0.
+    ``roundings``: the DAC's error on each programmed
+    node (k >= 1, :func:`~spusim.linalg.bounds.programmed_error`).
     """
     quantization, sensitivity = 0.0, np.zeros_like(D)
-    for k in range(1, len(paths)):
+    for k, rounding in enumerate(roundings, start=1):
         X = inverses[k]
         response = X @ D @ X
-        quantization -= weights[k] * float(np.sum(response.T
-                                                  * programmed_error(session, paths[k], s)))
+        quantization -= weights[k] * float(np.sum(response.T * rounding))
         sensitivity += weights[k] * response.T * paths[k]
     mismatch = mismatch_bound(session, sensitivity)
     largest = max(float(np.linalg.norm(X, 2)) for X in inverses[1:])

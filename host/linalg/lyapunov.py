@@ -46,8 +46,7 @@ def lyapunov(device: Device, A: Any, Q: Any = None, *, t_burn: float = 50.0,
                          f"{None if Q is None else Q.shape}")
     check_schedule(t_burn, blocks, t_sample)
     session = Session(device, on_clip, scale)
-    if session.kappa0 <= 0:
-        raise ValueError("lyapunov needs thermal noise: this device runs with kappa0 = 0")
+    session.require_noise("lyapunov")
     transformed = transformed_drift(session, A, Q, scale)
     program_drift(session, transformed, integrator)
     seed = burn_in(session, t_burn, seed)
@@ -56,27 +55,27 @@ def lyapunov(device: Device, A: Any, Q: Any = None, *, t_burn: float = 50.0,
     X, error = batch_means(transformed.back(np.array([r.second_moment for r in reads]),
                                             session.kappa0))
     costs = session.finish()
-    found = systematics(session, transformed.drift, (transformed.scale, 1.0),
-                        lyapunov_bound(session, transformed, X))
-    sampling = float(np.linalg.norm(error))
-    return LyapunovResult(X=X, standard_error=error, sampling_error=sampling,
-                          error_estimate=sampling + found.bound, systematics=found,
-                          samples=sum(r.samples for r in reads), blocks=blocks, **costs)
+    rounding = programmed_error(session, transformed.drift, transformed.scale)
+    found = systematics(session, (transformed.scale, 1.0), rounding,
+                        lyapunov_bound(session, transformed, X, rounding))
+    return LyapunovResult.of(error, found, sum(r.samples for r in reads), blocks, costs, X=X)
 
 
-def lyapunov_bound(session: Session, transformed: Transformed, X: np.ndarray) -> Parts:
+def lyapunov_bound(session: Session, transformed: Transformed, X: np.ndarray,
+                   rounding: np.ndarray) -> Parts:
     """First-order bound on ||X - X_true||_F from the drift's quantization and mismatch and
     the readings' offsets and ADC rounding.
 
     With Y = L^-1 X L^-T (M Y + Y M^T = I), an error E in M moves Y by the solution of
     M dY + dY M^T = -(E Y + Y E^T); its size is taken as ||E Y + Y E^T||_F ||Y||_2 (exact for
     normal M, where the Lyapunov operator's inverse has norm ||Y||_2 at Q = I), and X moves by
-    L dY L^T, at most ||L||_2^2 times that.
+    L dY L^T, at most ||L||_2^2 times that. ``rounding``: the DAC's error E on the drift
+    (:func:`~spusim.linalg.bounds.programmed_error`).
     """
     L = transformed.factor
     Y = X if L is None else np.linalg.solve(L, np.linalg.solve(L, X.T).T)
     norm_y = float(np.linalg.norm(Y, 2))
-    E = programmed_error(session, transformed.drift, transformed.scale)
+    E = rounding
     gain = 1.0 if L is None else float(np.linalg.norm(L, 2)) ** 2
     s, kappa0 = transformed.scale, session.kappa0
     reading = moment_error(session, X.shape[0], 2 * norm_y / s) * s / (2 * kappa0)

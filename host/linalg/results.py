@@ -10,7 +10,9 @@ step. A clipped value makes the bias unknowable: routines refuse unless asked to
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, Self
 
 import numpy as np
 
@@ -82,6 +84,19 @@ class Estimate:
     phase_ns: dict[str, int]
     sim_time_ns: int
     systematics: Systematics
+
+    @classmethod
+    def of(cls, standard_error: np.ndarray, systematics: Systematics, samples: int,
+           blocks: int, costs: Mapping[str, Any], *, other_error: float = 0.0,
+           **fields: Any) -> Self:
+        """The result: sampling_error = ||standard_error|| (the class's norm: Euclidean, or
+        Frobenius for a matrix), error_estimate = sampling_error + ``other_error`` (an error
+        of the method itself, e.g. a quadrature's) + systematics.bound; ``costs``: what
+        Session.finish returns; ``fields``: the subclass's own."""
+        sampling = float(np.linalg.norm(standard_error))
+        return cls(standard_error=standard_error, sampling_error=sampling,
+                   error_estimate=sampling + other_error + systematics.bound,
+                   systematics=systematics, samples=samples, blocks=blocks, **costs, **fields)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,13 @@ class Session:
         self.settle_ns = 0  # longest settling time of a programmed value (finite bandwidth)
         self._start_ns, self._start_phases = device.sim_time_ns, device.phase_ns
 
+    def require_noise(self, operation: str) -> None:
+        """ValueError unless the device has thermal noise (kappa0 > 0), which ``operation``
+        reads its answer from."""
+        if self.kappa0 <= 0:
+            raise ValueError(f"{operation} needs thermal noise: this device runs with "
+                             "kappa0 = 0")
+
     def program(self, A: np.ndarray, *, integrator: str | None = None,
                 drift: str = "symmetric") -> None:
         reply = self.device.program(A, integrator=integrator, drift=drift)

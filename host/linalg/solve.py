@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from spusim.driver.client import Device, as_float64
-from spusim.linalg.bounds import inverse_bound, solve_bound, systematics
+from spusim.linalg.bounds import inverse_bound, programmed_error, solve_bound, systematics
 from spusim.linalg.results import InverseResult, SolveResult
 from spusim.linalg.sampling import Progress, batch_means, burn_in, check_schedule, sample_blocks
 from spusim.linalg.session import Session
@@ -47,12 +47,10 @@ def solve(device: Device, A: Any, b: Any, *, t_burn: float = 50.0, t_sample: flo
                           progress=progress)
     x, error = batch_means(np.array([r.mean for r in reads]) * (s_a / s_b))
     costs = session.finish()
-    found = systematics(session, A, scales,
-                        solve_bound(session, A, b, x, error, scales, t_sample, blocks))
-    sampling = float(np.linalg.norm(error))
-    return SolveResult(x=x, standard_error=error, sampling_error=sampling,
-                       error_estimate=sampling + found.bound, systematics=found,
-                       samples=sum(r.samples for r in reads), blocks=blocks, **costs)
+    rounding = programmed_error(session, A, s_a)
+    found = systematics(session, scales, rounding,
+                        solve_bound(session, A, b, x, error, scales, t_sample, blocks, rounding))
+    return SolveResult.of(error, found, sum(r.samples for r in reads), blocks, costs, x=x)
 
 
 def inv(device: Device, A: Any, *, t_burn: float = 50.0, t_sample: float = 2000.0,
@@ -67,8 +65,7 @@ def inv(device: Device, A: Any, *, t_burn: float = 50.0, t_sample: float = 2000.
     A = as_float64(A, "A", 2)
     check_schedule(t_burn, blocks, t_sample)
     session = Session(device, on_clip, scale)
-    if session.kappa0 <= 0:
-        raise ValueError("inv needs thermal noise: this device runs with kappa0 = 0")
+    session.require_noise("inv")
     s_a = session.converters.coupling.scale_for(A) if scale else 1.0
     session.program(s_a * A, integrator=integrator)
     session.set_bias(np.zeros(A.shape[0]))
@@ -78,8 +75,8 @@ def inv(device: Device, A: Any, *, t_burn: float = 50.0, t_sample: float = 2000.
     moments = np.array([r.second_moment for r in reads]) * (s_a / session.kappa0)
     inverse, error = batch_means(moments)
     costs = session.finish()
-    found = systematics(session, A, (s_a, 1.0), inverse_bound(session, A, inverse, s_a))
-    sampling = float(np.linalg.norm(error))
-    return InverseResult(inverse=inverse, standard_error=error, sampling_error=sampling,
-                         error_estimate=sampling + found.bound, systematics=found,
-                         samples=sum(r.samples for r in reads), blocks=blocks, **costs)
+    rounding = programmed_error(session, A, s_a)
+    found = systematics(session, (s_a, 1.0), rounding,
+                        inverse_bound(session, A, inverse, s_a, rounding))
+    return InverseResult.of(error, found, sum(r.samples for r in reads), blocks, costs,
+                            inverse=inverse)

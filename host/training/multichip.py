@@ -12,11 +12,12 @@ columns J_i (m x N_i), the shared H (m x m) and the gradient slice g_i go to chi
 solves (J_i^T H J_i + lambda I) x_i = g_i exactly as one chip solves the whole system
 (host/training/tngd.py's ThermodynamicNGD, one per chip); the chips run concurrently (a
 thread per chip, each waiting on its own socket while its daemon works) and the estimate is
-the concatenation of the x_i. This is the block-diagonal approximation of C = J^T H J that
-K-FAC makes between layers (Martens & Grosse, arXiv 1503.05671, section 4.2): it drops the
-off-diagonal blocks J_i^T H J_j (i != j), the curvature coupling parameters of different
-blocks. It is exact when those vanish (e.g. heads on disjoint inputs under an MSE loss), and
-with one chip it is one chip's solve.
+the concatenation of the x_i (the threads are kept for the optimizer's lifetime: TNGD.close
+stops them, and so does garbage collection). This is the block-diagonal approximation of
+C = J^T H J that K-FAC makes between layers (Martens & Grosse, arXiv 1503.05671, section 4.2):
+it drops the off-diagonal blocks J_i^T H J_j (i != j), the curvature coupling parameters of
+different blocks. It is exact when those vanish (e.g. heads on disjoint inputs under an MSE
+loss), and with one chip it is one chip's solve.
 
 Partitions (:func:`block_sizes`):
 
@@ -37,8 +38,9 @@ chip's DeviceStep and, as one chip's fields, the phases on the K chips' critical
 from __future__ import annotations
 
 import itertools
+import weakref
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -163,7 +165,8 @@ class BlockDiagonalNGD:
     devices: the chips, in block order; blocks: N_i of each (summing to N); link: whether
     the chips' transfers share one link ("shared") or not ("separate"), for the step's
     timing. The other options are :class:`ThermodynamicNGD`'s, the same for every chip (chip
-    i's seed is seed + i)."""
+    i's seed is seed + i). It keeps a thread per chip until :meth:`close` (or until it is
+    garbage collected)."""
 
     def __init__(self, devices: Sequence[Device], blocks: Sequence[int], *,
                  link: str = "separate", seed: int | None = None, **options: Any) -> None:
@@ -180,6 +183,16 @@ class BlockDiagonalNGD:
         self.solvers = [ThermodynamicNGD(device, seed=None if seed is None else seed + i,
                                          **options)
                         for i, device in enumerate(devices)]
+        self._pool = ThreadPoolExecutor(len(devices), thread_name_prefix="spu-chip")
+        # Collected unclosed: stop the threads without joining them (the last reference may
+        # drop in one of them).
+        self._finalizer = weakref.finalize(self, self._pool.shutdown, wait=False)
+
+    def close(self) -> None:
+        """Stop the chips' threads, waiting for them to end; the devices stay open (their
+        owner closes them). A closed solver cannot solve. Closing again does nothing."""
+        if self._finalizer.detach() is not None:
+            self._pool.shutdown(wait=True)
 
     @property
     def devices(self) -> list[Device]:
@@ -194,6 +207,8 @@ class BlockDiagonalNGD:
               step: int) -> tuple[np.ndarray, MultiChipStep]:
         """Every chip's solve of its block, concurrently: the estimate (N,) float64 and what
         the chips did."""
+        if not self._finalizer.alive:
+            raise RuntimeError("this multi-chip optimizer was closed: build a new one")
         if len(g) != sum(self.blocks):
             raise ValueError(f"the blocks cover {sum(self.blocks)} parameters but the gradient "
                              f"has {len(g)}: the trainable parameters changed since the "
@@ -205,8 +220,11 @@ class BlockDiagonalNGD:
             return self.solvers[i].solve(
                 Factors(curvature.J[:, block].contiguous(), curvature.H), g[block], step)
 
-        with ThreadPoolExecutor(len(self.solvers), thread_name_prefix="spu-chip") as pool:
-            solved = list(pool.map(solve_block, range(len(self.solvers))))
+        running = [self._pool.submit(solve_block, i) for i in range(len(self.solvers))]
+        try:
+            solved = [future.result() for future in running]
+        finally:  # a chip's error (or Ctrl-C) leaves no other chip's solve behind, running
+            wait(running)
         return (np.concatenate([x for x, _ in solved]),
                 MultiChipStep.of([report for _, report in solved], self.link, self.blocks))
 

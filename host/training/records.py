@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from spusim.timing.digital import DEFAULT_DIGITAL, parse_digital
+
 if TYPE_CHECKING:
     from spusim.training.runs import RunSpec
 
@@ -100,12 +102,32 @@ def replay(path: str | Path, index: int = 0) -> tuple[dict[str, Any], RunSpec,
 
 
 def replay_report(original: Mapping[str, Any], replayed: Mapping[str, Any]) -> str:
-    """How a replayed run's final numbers compare with the recorded ones (the losses and
-    accuracy are deterministic given the seeds; simulated time includes the host's measured
-    compute, so it differs)."""
+    """How a replayed run's final numbers compare with the recorded ones. The losses and
+    accuracy are deterministic given the seeds, and so is the simulated time on a roofline
+    digital clock (priced from the work counted): each is "same" or "DIFFERS". On a measured
+    clock the simulated time holds the host's wall time, so it differs from run to run and
+    is not flagged; a replay on another clock than the recording's (when it names one) says
+    so."""
     lines = ["  replay: recorded -> now"]
     for key in ("final_train_loss", "final_test_loss", "final_test_accuracy"):
         a, b = original.get(key), replayed.get(key)
-        same = "same" if a == b else "DIFFERS"
-        lines.append(f"    {key:<20} {a!s:>22} -> {b!s:<22} {same}")
+        lines.append(_replay_line(key, a, b, "same" if a == b else "DIFFERS"))
+    a, b = original.get("sim_time_ns"), replayed.get("sim_time_ns")
+    clocks = original.get("clock"), replayed.get("clock")
+    if clocks[0] is not None and clocks[0] != clocks[1]:
+        verdict = f"DIFFERS: recorded on {clocks[0]}, replayed on {clocks[1]}"
+    elif _measured(replayed):
+        verdict = f"{'differs' if a != b else 'same'} (measured clock: the host's wall time)"
+    else:
+        verdict = "same" if a == b else "DIFFERS"
+    lines.append(_replay_line("sim_time_ns", a, b, verdict))
     return "\n".join(lines)
+
+
+def _replay_line(key: str, recorded: Any, now: Any, verdict: str) -> str:
+    return f"    {key:<20} {recorded!s:>22} -> {now!s:<22} {verdict}"
+
+
+def _measured(run: Mapping[str, Any]) -> bool:
+    """Whether ``run`` priced its digital steps by the host's wall time (its spec's clock)."""
+    return parse_digital((run.get("spec") or {}).get("digital", DEFAULT_DIGITAL)).measured

@@ -111,13 +111,17 @@ def run(spec: RunSpec, data: Dataset, device: Device | Sequence[Device] | None =
                                             interrupted=True), 0.0)
     started = time.perf_counter()
     label = spec.label(device)
-    with ProgressBar(label, spec.iterations, stream=None if progress else _Null()) as bar:
-        history = train(model, optimizer, data, spec.iterations, batch_size=spec.batch_size,
-                        digital=parse_digital(spec.digital),
-                        seed=spec.seed, eval_every=spec.eval_every,
-                        callback=lambda record: bar.update(record.iteration + 1,
-                                                           loss=record.loss,
-                                                           sim_time_ns=record.sim_time_ns))
+    try:
+        with ProgressBar(label, spec.iterations, stream=None if progress else _Null()) as bar:
+            history = train(model, optimizer, data, spec.iterations,
+                            batch_size=spec.batch_size, digital=parse_digital(spec.digital),
+                            seed=spec.seed, eval_every=spec.eval_every,
+                            callback=lambda record: bar.update(record.iteration + 1,
+                                                               loss=record.loss,
+                                                               sim_time_ns=record.sim_time_ns))
+    finally:
+        if isinstance(optimizer, TNGD):  # its chips' threads (nothing for one chip)
+            optimizer.close()
     return Result(label, history, time.perf_counter() - started)
 
 

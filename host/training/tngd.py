@@ -290,6 +290,15 @@ class TNGD(NaturalGradient):
         return Direction(torch.from_numpy(estimate), {}, report,
                          time.perf_counter() - started)
 
+    def close(self) -> None:
+        """Stop the threads a multi-chip optimizer keeps, one per chip (also stopped when it is
+        garbage collected); nothing to do for one chip. The devices stay open: whoever opened
+        them closes them. A closed multi-chip optimizer cannot step."""
+        from spusim.training import multichip  # it builds on this module
+
+        if isinstance(self.solver, multichip.BlockDiagonalNGD):
+            self.solver.close()
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """The update rule's state and the step count; the device's state restarts from g."""
         super().load_state_dict(state_dict)
