@@ -187,23 +187,24 @@ class DeviceServer:
         """Answer requests until ``stop`` is set (by a signal or a ``shutdown`` op), then close."""
         self._stop = stop
         self._worker.start()
-        poller = zmq.Poller()
-        poller.register(self._router, zmq.POLLIN)
-        poller.register(self._replies, zmq.POLLIN)
-        poller.register(self._connections.events, zmq.POLLIN)
+        router, replies, events = self._router, self._replies, self._connections.events
+        poller = zmq.Poller()  # polled in this order: replies, requests, connection events
+        for socket in (replies, router, events):
+            poller.register(socket, zmq.POLLIN)
         log.info("serving on %s (boot id %s)", self.endpoint, self.boot_id)
         try:
             while not stop.is_set():
-                ready = dict(poller.poll(self._poll_ms()))
-                if self._replies in ready:
-                    self._collect_replies()
-                if self._router in ready:
-                    self._receive()
-                if self._connections.events in ready:
-                    self._connections.read()
+                for socket, _ in poller.poll(self._poll_ms()):
+                    if socket is router:
+                        self._receive()
+                    elif socket is replies:
+                        self._collect_replies()
+                    else:
+                        self._connections.read()
                 self._stop_lapsed()
                 self._sessions.expire()
-                self._send_delayed(time.monotonic())
+                if self._delayed:
+                    self._send_delayed(time.monotonic())
         finally:
             self._shut_down()
 
