@@ -229,14 +229,17 @@ class DeviceServer:
     def _read_message(self) -> tuple[list[Any], int]:
         """One message's frames, at most ``_MAX_FRAMES``, and how many more were discarded
         (read one by one, never held)."""
-        frames = [self._router.recv(copy=False)]
-        dropped = 0
-        while self._router.getsockopt(_RCVMORE):  # the property costs an import lookup
+        frame = self._router.recv(copy=False)
+        frames, dropped, more = [frame], 0, frame.more  # pyzmq stores RCVMORE in each frame
+        while more:
             if len(frames) < _MAX_FRAMES:
-                frames.append(self._router.recv(copy=False))
+                frame = self._router.recv(copy=False)
+                frames.append(frame)
+                more = frame.more
             else:  # read into a scratch byte: no object per frame
                 self._router.recv_into(self._scratch)
                 dropped += 1
+                more = self._router.getsockopt(_RCVMORE)
         return frames, dropped
 
     def _peer(self, frame: zmq.Frame) -> str | None:
