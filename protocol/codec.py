@@ -161,7 +161,7 @@ def decode_request(frames: Sequence[Frame]) -> Request:
             raise ProtocolError(ErrorCode.BAD_MESSAGE, "header field 'lease' must be an "
                                 "unsigned 64-bit integer", field="lease")
         args = _absent_as(header.get("args"), {})
-        if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
+        if not isinstance(args, dict) or (args and not all(isinstance(k, str) for k in args)):
             raise ProtocolError(ErrorCode.BAD_MESSAGE,
                                 "header field 'args' must be a map with string keys")
         arrays = _decode_arrays(_absent_as(header.get("arrays"), []), frames[1:])
