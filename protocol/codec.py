@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -203,7 +203,8 @@ def _pack(header: Mapping[str, Any]) -> bytes:
     packer = getattr(_PACKERS, "packer", None)
     if packer is None:
         packer = _PACKERS.packer = msgpack.Packer(use_bin_type=True)
-    return cast(bytes, packer.pack(header))
+    packed: bytes = packer.pack(header)
+    return packed
 
 
 def _unpack_header(frames: Sequence[Frame]) -> dict[str, Any]:
