@@ -129,11 +129,11 @@ class Transport:
                heartbeat_s: float | None) -> Reply | None:
         """The reply to ``request_id``, or None: timed out, or (heartbeats) the daemon says
         the request is not in progress, so its reply was lost. Raises :class:`_Silent`."""
-        now = heard = time.monotonic()
-        deadline = now + timeout
-        beat = now + heartbeat_s if heartbeat_s else math.inf
+        heard = started = time.monotonic()
+        deadline = started + timeout
+        beat = started + heartbeat_s if heartbeat_s else math.inf
         beats: set[int] = set()
-        while now < deadline:
+        while (now := time.monotonic()) < deadline:
             if heartbeat_s and now - heard > self.liveness_s:
                 raise _Silent(now - heard)
             if now >= beat:
@@ -148,14 +148,13 @@ class Transport:
             try:
                 frames = recv_frames(socket)
             except zmq.Again:
-                now = time.monotonic()
                 continue
             try:
                 reply = decode_reply(frames)
             except ProtocolError as error:
                 raise DeviceError(error.code, f"malformed reply from {self.endpoint}: "
                                   f"{error.message}") from None
-            now = heard = time.monotonic()
+            heard = time.monotonic()
             # id None: the daemon could not read our request's id, so it answers the one in flight.
             if reply.id in (request_id, None):
                 return reply
