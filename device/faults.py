@@ -135,6 +135,8 @@ class FaultInjector:
             self._config = config
             self._rng = random.Random(config.seed)
             self._left = {name: config.trigger(name).count for name in FAULT_TRIGGERS}
+            # the faults that can fire at all: the others are answered without the lock
+            self._armed = frozenset(name for name in FAULT_TRIGGERS if config.trigger(name).p)
             self._injected = dict.fromkeys(FAULT_TRIGGERS, 0)
 
     @property
@@ -143,6 +145,8 @@ class FaultInjector:
 
     def fires(self, name: str) -> bool:
         """Whether fault ``name`` (one of FAULT_TRIGGERS) strikes now; consumes its count."""
+        if name not in self._armed:  # p = 0: never, and no random number drawn
+            return False
         with self._lock:
             trigger, left = self._config.trigger(name), self._left[name]
             if trigger.p == 0 or left == 0 or self._rng.random() >= trigger.p:

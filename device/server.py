@@ -7,9 +7,11 @@ capacity and run length against the device *before* queueing it, answers the imm
 (``hello``, ``ping``, ``status``, ``shutdown``, ``acquire``, ``release``, ``inject_fault``,
 ``cancel``) itself, so they stay answerable during a long run (clients' heartbeats), and
 queues device ops, within a count and a byte budget, for the worker thread, which owns the
-:class:`EmulatedSPU`. The worker hands each reply back (a queue, plus a wake-up on an inproc
-PAIR socket); the main thread keeps it for the session and sends it. Every reply leaves
-through :meth:`DeviceServer._send`, where injected transmission faults strike
+:class:`EmulatedSPU`. The worker hands each reply back (a queue, plus a wake-up message into the
+ROUTER from an inproc DEALER with a secret routing id: the main thread waits in one blocking
+receive, cheaper per request than polling several sockets); the main thread keeps it for the
+session and sends it. A third thread counts the connected peers (a socket monitor). Every
+reply leaves through :meth:`DeviceServer._send`, where injected transmission faults strike
 (device/faults.py). Nothing a peer sends can stop the loop: every defect becomes a typed
 error reply. Bounds: docs/reliability.md.
 """
@@ -166,10 +168,12 @@ class DeviceServer:
         self._delayed: list[tuple[float, int, list[Any]]] = []  # (due, order, frames) heap
         self._order = itertools.count()
         self._done: queue.SimpleQueue[_Done] = queue.SimpleQueue()
-        self._replies = self._context.socket(zmq.PAIR)
-        self._replies.linger = 0
-        self._replies_endpoint = f"inproc://spu-replies-{self.boot_id}"
-        self._replies.bind(self._replies_endpoint)
+        # The worker wakes this thread through the ROUTER itself (an inproc DEALER with a secret
+        # routing id), so that the thread waits in one blocking receive: the cheapest wait.
+        self._wake_id = b"spu-worker-" + uuid.uuid4().bytes
+        self._wake_endpoint = f"inproc://spu-wake-{self.boot_id}"
+        self._router.bind(self._wake_endpoint)
+        self._rcvtimeo = -1  # the ROUTER's receive timeout, ms (set only when it changes)
         self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=QUEUE_LIMIT)
         self._in_flight: list[_Job] = []  # queued or running, at most QUEUE_LIMIT + 1
         self._queued_bytes = 0
@@ -186,29 +190,31 @@ class DeviceServer:
         """Answer requests until ``stop`` is set (by a signal or a ``shutdown`` op), then close."""
         self._stop = stop
         self._worker.start()
-        poller = zmq.Poller()
-        poller.register(self._router, zmq.POLLIN)
-        poller.register(self._replies, zmq.POLLIN)
-        poller.register(self._connections.events, zmq.POLLIN)
+        self._connections.start()
         log.info("serving on %s (boot id %s)", self.endpoint, self.boot_id)
         try:
             while not stop.is_set():
-                ready = dict(poller.poll(self._poll_ms()))
-                if self._replies in ready:
-                    self._collect_replies()
-                if self._router in ready:
-                    self._receive()
-                if self._connections.events in ready:
-                    self._connections.read()
+                wait_ms = self._poll_ms()
+                if wait_ms != self._rcvtimeo:
+                    self._router.rcvtimeo = self._rcvtimeo = wait_ms
+                self._receive()
                 self._stop_lapsed()
                 self._sessions.expire()
-                self._send_delayed(time.monotonic())
+                if self._delayed:
+                    self._send_delayed(time.monotonic())
         finally:
             self._shut_down()
 
     def _receive(self) -> None:
-        """Take one request off the ROUTER socket and answer or queue it; never raises."""
-        frames, dropped = recv_at_most(self._router, _MAX_FRAMES)
+        """Take one message off the ROUTER socket, waiting at most its receive timeout: answer
+        or queue a request, or collect the replies the worker woke us for; never raises."""
+        try:
+            frames, dropped = recv_at_most(self._router, _MAX_FRAMES)
+        except zmq.Again:  # nothing arrived in time
+            return
+        if frames[0].bytes == self._wake_id:
+            self._collect_replies()
+            return
         self._counters["requests"] += 1
         envelope, body = frames[:1], frames[1:]
         if body and memoryview(body[0]).nbytes == 0:  # a REQ peer's empty delimiter
@@ -517,11 +523,6 @@ class DeviceServer:
         """Keep and send the replies the worker has produced (in execution order)."""
         while True:
             try:
-                self._replies.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-        while True:
-            try:
                 done = self._done.get_nowait()
             except queue.Empty:
                 return
@@ -557,7 +558,6 @@ class DeviceServer:
         self._worker.join(timeout=5.0)
         self._collect_replies()
         self._send_delayed(math.inf)
-        self._replies.close()
         self._close_router()
         log.info("stopped")
 
@@ -571,9 +571,10 @@ class DeviceServer:
     # --- worker thread ---------------------------------------------------------------------
 
     def _work(self) -> None:
-        wake = self._context.socket(zmq.PAIR)
-        wake.linger = 1000
-        wake.connect(self._replies_endpoint)
+        wake = self._context.socket(zmq.DEALER)
+        wake.linger = 0  # a wake-up left unread at shutdown is moot: the replies are collected
+        wake.routing_id = self._wake_id
+        wake.connect(self._wake_endpoint)
         try:
             while (job := self._jobs.get()) is not None:
                 try:
@@ -682,12 +683,14 @@ class DeviceServer:
 
 
 class _ConnectionWatch:
-    """Counts the peers connected to ``socket`` (a ZeroMQ socket monitor) and logs when new
+    """Counts the peers connected to ``socket`` (a ZeroMQ socket monitor, read by a thread of
+    its own once started) and logs when new
     ones are refused (accept failed: no file descriptor left) or the count nears the process's
     open-files limit, which bounds it (device/cli.py raises that limit at start)."""
 
     _EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_ACCEPT_FAILED
     _LOG_EVERY_S = 10.0
+    _CLOSE_CHECK_MS = 100  # how often the counting thread looks whether it should stop
 
     def __init__(self, socket: zmq.Socket[Any]) -> None:
         self._socket = socket
@@ -697,25 +700,39 @@ class _ConnectionWatch:
         self._warned = False
         self._refused = 0
         self._logged_at = -math.inf
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="spu-connections", daemon=True)
 
-    def read(self) -> None:
-        """Take the pending events into account."""
-        while True:
-            try:
-                event = recv_monitor_message(self.events, zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            if event["event"] == zmq.EVENT_ACCEPTED:
-                self.count += 1
-            elif event["event"] == zmq.EVENT_DISCONNECTED:
-                self.count = max(0, self.count - 1)
-            else:
-                self._refused += 1
-                self._log_refusal(int(event["value"]))
-            if not self._warned and self.count >= 0.9 * self.limit:
-                log.warning("%d peers connected: near this process's limit of about %d (open "
-                            "files); idle peers keep their connection", self.count, self.limit)
-            self._warned = self.count >= 0.9 * self.limit
+    def start(self) -> None:
+        """Count in a thread of its own (events are rare; the serving loop then waits on its
+        ROUTER alone)."""
+        self._thread.start()
+
+    def _watch(self) -> None:
+        self.events.rcvtimeo = self._CLOSE_CHECK_MS
+        try:
+            while not self._closing.is_set():
+                try:
+                    event = recv_monitor_message(self.events)
+                except zmq.Again:
+                    continue
+                self._take(event)
+        finally:
+            self.events.close(linger=0)
+
+    def _take(self, event: dict[str, Any]) -> None:
+        """Take one event into account."""
+        if event["event"] == zmq.EVENT_ACCEPTED:
+            self.count += 1
+        elif event["event"] == zmq.EVENT_DISCONNECTED:
+            self.count = max(0, self.count - 1)
+        else:
+            self._refused += 1
+            self._log_refusal(int(event["value"]))
+        if not self._warned and self.count >= 0.9 * self.limit:
+            log.warning("%d peers connected: near this process's limit of about %d (open "
+                        "files); idle peers keep their connection", self.count, self.limit)
+        self._warned = self.count >= 0.9 * self.limit
 
     def _log_refusal(self, errno: int) -> None:
         now = time.monotonic()
@@ -726,8 +743,12 @@ class _ConnectionWatch:
             self._logged_at = now
 
     def close(self) -> None:
+        self._closing.set()
         self._socket.disable_monitor()
-        self.events.close(linger=0)
+        if self._thread.ident is None:  # never started
+            self.events.close(linger=0)
+        else:
+            self._thread.join()
 
 
 def _op_clock_bound_ns(config: DeviceConfig) -> int:

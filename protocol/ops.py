@@ -11,6 +11,7 @@ import math
 import reprlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from spusim.protocol.codec import UINT64_MAX
@@ -79,15 +80,27 @@ class OpSpec:
     arrays: tuple[str, ...] = ()
     optional_arrays: tuple[str, ...] = ()
 
+    # Sets for validate, built once per spec (validate runs on every request).
+    @cached_property
+    def _known(self) -> frozenset[str]:
+        return frozenset(arg.name for arg in self.args)
+
+    @cached_property
+    def _required_arrays(self) -> frozenset[str]:
+        return frozenset(self.arrays)
+
+    @cached_property
+    def _accepted_arrays(self) -> frozenset[str]:
+        return frozenset((*self.arrays, *self.optional_arrays))
+
     def validate(self, args: Mapping[str, Any], arrays: Mapping[str, Any]) -> dict[str, Any]:
         """Arguments with defaults filled in; raises ``BAD_ARGUMENT`` for anything amiss."""
-        known = {arg.name for arg in self.args}
-        unknown = sorted(set(args) - known)
-        if unknown:
+        if not args.keys() <= self._known:
+            unknown = sorted(set(args) - self._known)
             raise ProtocolError(ErrorCode.BAD_ARGUMENT,
                                 f"{self.name}: unknown argument(s) {unknown}; accepted: "
-                                f"{sorted(known)}", op=self.name, unknown=unknown)
-        if not set(self.arrays) <= set(arrays) <= {*self.arrays, *self.optional_arrays}:
+                                f"{sorted(self._known)}", op=self.name, unknown=unknown)
+        if not self._required_arrays <= arrays.keys() <= self._accepted_arrays:
             optional = f" (optional: {list(self.optional_arrays)})" if self.optional_arrays else ""
             raise ProtocolError(ErrorCode.BAD_ARGUMENT,
                                 f"{self.name}: takes arrays {list(self.arrays)}{optional}, got "

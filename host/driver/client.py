@@ -114,6 +114,7 @@ class Device:
         self._transport = transport
         self._boot_id: str | None = None
         self._info: dict[str, Any] = {}
+        self._protocol: tuple[int, ...] = (1, 0)  # the daemon's version, from its hello
         self._sim_time_ns = 0
         self._n = 0  # programmed cells
         self._elements = 0  # programmable elements in use: N^2, or m (m + 2N) factored
@@ -199,13 +200,13 @@ class Device:
     def deduplicates(self) -> bool:
         """Whether the daemon answers a resent request from its kept replies (protocol 1.1),
         which makes every call safe to retry."""
-        return tuple(self._info.get("protocol", (1, 0))) >= (1, 1)
+        return self._protocol >= (1, 1)
 
     @property
     def heartbeats(self) -> bool:
         """Whether the daemon answers heartbeats about a request (protocol 1.2): calls then
         wait as long as it works on them and notice a dead daemon within seconds."""
-        return tuple(self._info.get("protocol", (1, 0))) >= (1, 2)
+        return self._protocol >= (1, 2)
 
     @property
     def info(self) -> dict[str, Any]:
@@ -257,6 +258,7 @@ class Device:
         """Handshake: protocol version, capabilities, limits, configuration, boot id."""
         reply = self._call("hello")
         self._info = reply.result
+        self._protocol = tuple(reply.result.get("protocol", (1, 0)))
         self._boot_id = reply.result["boot_id"]
         return reply.result
 
@@ -510,6 +512,8 @@ class Device:
         """Add a reply's phases (laid out in order, ending at the reply's clock) to the totals
         and the timeline; a reply of several steps (``solve_factored``) step by step."""
         steps = reply.result.get("steps")
+        if not steps and not reply.result.get("timing"):
+            return  # nothing priced (ping, status, ...)
         parts = ([(step["op"], step["result"]["timing"]) for step in steps] if steps
                  else [(op, reply.result.get("timing", {}))])
         start = self._sim_time_ns - sum(int(ns) for _, timing in parts for ns in timing.values())
@@ -534,7 +538,8 @@ class Device:
               arrays: Mapping[str, np.ndarray] | None = None,
               extra_timeout: float = 0.0) -> Reply:
         retries = self.retries if spec_for(op).idempotent or self.deduplicates else 0
-        self._check_frame_sizes(arrays or {})
+        if arrays:
+            self._check_frame_sizes(arrays)
         waits = _backoffs()
         heartbeat_s = (max(0.02, min(1.0, self._lease_ttl_s / 4))
                        if self._lease_epoch is not None else None)
