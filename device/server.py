@@ -212,8 +212,9 @@ class DeviceServer:
             frames, dropped = recv_at_most(self._router, _MAX_FRAMES)
         except zmq.Again:  # nothing arrived in time
             return
+        if not self._done.empty():  # first what the worker finished: a cancel or a ping
+            self._collect_replies()  # about a request must see its reply kept, not "queued"
         if frames[0].bytes == self._wake_id:
-            self._collect_replies()
             return
         self._counters["requests"] += 1
         envelope, body = frames[:1], frames[1:]
