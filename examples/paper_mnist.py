@@ -19,10 +19,10 @@ t = 50 tau, t_d = 0 (Algorithm 1 then resets the device state to g every step), 
 read; Adam lr 1e-3, betas (0.9, 0.999). Exact NGD by the Woodbury identity (NGD-Woodbury solves
 (C + lambda I) d = g exactly in O(N m^2); the dense N x N Cholesky would need 1 GB and ~10 s a
 step here); NGD-CG with c = 20 conjugate-gradient iterations on GGN-vector products (posteriors; the
-paper timed c = 200 in its Fig. 2: 20 keeps its 10-epoch runs at ~0.35 s an iteration here).
+paper timed c = 200 in its Fig. 2: 20 keeps its 10-epoch runs at ~0.2 s an iteration here).
 Device: the ideal profile at kappa0 = 1e-5, ours: the paper does not state its kappa0. The closed
 form of the readout noise (spusim.training.noise, printed for this model's own factors) puts the
-noise equal to the natural-gradient step at kappa0* ~ 1.5e-4 for t = 50 tau (the 10 294 null-space
+noise equal to the natural-gradient step at kappa0* ~ 1.5e-4 for t = 50 tau (the 10 413 null-space
 dimensions of C carry most of it), so 1e-5 is the regime where the noise map (examples/
 noise_map.py) found TNGD equal to exact NGD. Fig. 7 varies kappa0 at t = tau as the paper did.
 Simulated time: the default clock (counted digital work on an A100 roofline plus the device's
@@ -199,11 +199,14 @@ def table(runs: list[dict[str, Any]]) -> str:
     for label, group in groups.items():
         def stat(key: str, digits: int) -> str:
             values = np.array([_number(one.get(key)) for one in group])
-            spread = f" ± {values.std(ddof=1):.{digits}f}" if values.size > 1 else ""
-            return f"{np.nanmean(values):.{digits}f}{spread}"
+            finite = values[np.isfinite(values)]  # a diverged seed is counted, not averaged
+            spread = f" ± {finite.std(ddof=1):.{digits}f}" if finite.size > 1 else ""
+            lost = f" ({values.size - finite.size} diverged)" if finite.size < values.size else ""
+            return (f"{finite.mean():.{digits}f}{spread}{lost}" if finite.size else "diverged")
 
         paired = np.array([_number(one.get("final_test_loss")) - exact[one["spec"]["seed"]]
                            for one in group if one["spec"]["seed"] in exact])
+        paired = paired[np.isfinite(paired)]
         versus = (f"{paired.mean():+.4f} ± {paired.std(ddof=1) / math.sqrt(paired.size):.4f}"
                   if paired.size > 1 else "-")
         iterations = len(group[0]["rows"])
@@ -274,12 +277,24 @@ def draw(saved: dict[str, Any], path: Path) -> Path:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     seeds = config["seeds"]
-    fig.suptitle(f"{config['title']}: MNIST, CNN N = 10 934, b = 64, {iterations} iterations, "
-                 f"seeds {seeds[0]}..{seeds[-1]}")
+    fig.suptitle(f"{config['title']}: {_model_text(saved['runs'][0]['spec'])}, "
+                 f"{iterations} iterations, seeds {seeds[0]}..{seeds[-1]}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _model_text(spec: dict[str, Any]) -> str:
+    """The runs' data and model, as the title names them: "mnist, CNN 2x8, N = 10 934, b = 64"."""
+    from spusim.training.data import load
+    from spusim.training.models import n_params
+    from spusim.training.runs import build_model
+
+    model = build_model(spec["model"], load(spec["data"]), spec["hidden"], 0, spec["channels"])
+    n = f"{n_params(model):,}".replace(",", " ")
+    return (f"{spec['data']}, {spec['model'].upper()} {spec['channels']}x{spec['hidden']}, "
+            f"N = {n}, b = {spec['batch_size']}")
 
 
 def _per_iteration_ms(group: list[dict[str, np.ndarray]] | None) -> float | None:
