@@ -211,3 +211,31 @@ def test_malformed_traffic_never_stops_the_daemon(served: ServedDevice, device: 
             assert not reply.ok and reply.error is not None
             assert reply.error["code"] in {code.value for code in ErrorCode}
     assert device.status()["programmed"] and device.status()["n"] == 3
+
+
+
+
+def test_a_finished_reply_is_taken_before_the_next_request_is_handled() -> None:
+    """The worker's wake-up travels through the ROUTER, fair-queued behind the peers' messages:
+    until it arrives, a finished reply waits. The daemon takes finished replies before it
+    handles any request, so a ping about a finished request says "done" and the request's own
+    reply goes out first (docs/protocol.md 8.1), never "pending" with the reply held back.
+    Here the wake-ups never count: once the worker has connected, the main loop looks for
+    another routing id than the one it sends."""
+    served = ServedDevice(kappa0=0.01, cells=8)
+    dealer = served.context.socket(zmq.DEALER)
+    dealer.linger, dealer.rcvtimeo = 0, 3000
+    try:
+        time.sleep(0.2)  # the worker's DEALER has taken the real id
+        served.server._wake_id += b"-lost"
+        dealer.connect(served.endpoint)
+        dealer.send_multipart(encode_request(1, "program", arrays={"A": np.eye(2)},
+                                             session="s", attempt=1))
+        time.sleep(0.5)  # the worker has finished it; no wake-up reaches the main loop
+        dealer.send_multipart(encode_request(2, "ping", {"request": 1}, session="s"))
+        first, second = (decode_reply(dealer.recv_multipart()) for _ in range(2))
+        assert (first.id, first.ok) == (1, True)
+        assert (second.id, second.result) == (2, {"request": "done"})
+    finally:
+        dealer.close()
+        served.stop()
