@@ -142,6 +142,27 @@ def run_arms(arms: list[Arm], seeds: list[int], cluster: str | None = None,
     return results, devices, failed
 
 
+def in_seed_order(arms: list[Arm], seeds: list[int], done: dict[int, list[Result]],
+                  configs: dict[int, list[dict[str, Any] | None]],
+                  refused: dict[int, dict[str, str]]
+                  ) -> tuple[list[Result], list[dict[str, Any] | None], list[Arm],
+                             dict[str, str]]:
+    """:func:`run_arms`'s outcomes as flat lists, seed after seed in arm order: the results,
+    their device configurations, the arms that ran (each with its seed in its spec), and the
+    refused ones, "LABEL (seed S)" -> the device's error."""
+    results: list[Result] = []
+    devices: list[dict[str, Any] | None] = []
+    chosen: list[Arm] = []
+    for seed in seeds:
+        results += done[seed]
+        devices += configs[seed]
+        chosen += [replace(a, spec=replace(a.spec, seed=seed)) for a in arms
+                   if a.label not in refused[seed]]
+    failed = {f"{label} (seed {seed})": error for seed in seeds
+              for label, error in refused[seed].items()}
+    return results, devices, chosen, failed
+
+
 def main(name: str, description: str, arms: Callable[[argparse.Namespace], list[Arm]],
          iterations: int, quick_iterations: int, accuracy: bool = False) -> list[Result]:
     """Parse the command line, run the arms (for each seed), print the tables, write
@@ -151,21 +172,15 @@ def main(name: str, description: str, arms: Callable[[argparse.Namespace], list[
         raise SystemExit("--seeds must be at least 1")
     started = time.perf_counter()
     seeds = list(range(args.seed, args.seed + args.seeds))
-    results, devices, failed, chosen = [], [], {}, []
-    groups: dict[str, list[Result]] = {}
     arms_now = [replace(a, spec=replace(a.spec, iterations=args.iterations,
                                         digital=args.digital, data=args.data))
                 for a in arms(args)]
     done, configs, refused = run_arms(arms_now, seeds, args.cluster, args.workers)
     first = done[seeds[0]]  # the plot and first table: seed SEED
-    for seed in seeds:
-        for result in done[seed]:
-            groups.setdefault(result.label, []).append(result)
-        results += done[seed]
-        devices += configs[seed]
-        chosen += [replace(a, spec=replace(a.spec, seed=seed)) for a in arms_now
-                   if a.label not in refused[seed]]
-        failed.update({f"{label} (seed {seed})": error for label, error in refused[seed].items()})
+    results, devices, chosen, failed = in_seed_order(arms_now, seeds, done, configs, refused)
+    groups: dict[str, list[Result]] = {}
+    for result in results:
+        groups.setdefault(result.label, []).append(result)
     print(summary_table(first))
     if len(seeds) > 1:
         print(f"\nover seeds {seeds[0]}..{seeds[-1]}:")

@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from _experiment import Arm, _digital, arm, run_arms
+from _experiment import Arm, _digital, arm, in_seed_order, run_arms
 from spusim.cli.help import Parser
 from spusim.training.records import RecordError, attach_devices, run_directory
 from spusim.training.records import load as load_record
@@ -139,18 +139,12 @@ def run(args: argparse.Namespace) -> Path:
     seeds = list(range(args.seed, args.seed + args.seeds))
     print(closed_form(args.seed), file=sys.stderr)
     started = time.perf_counter()
-    done, configs, refused = run_arms(arms, seeds, args.cluster, args.workers)
-    results, devices, specs = [], [], []
-    for seed in seeds:
-        results += done[seed]
-        devices += configs[seed]
-        specs += [replace(a.spec, seed=seed) for a in arms if a.label not in refused[seed]]
+    results, devices, chosen, failed = in_seed_order(
+        arms, seeds, *run_arms(arms, seeds, args.cluster, args.workers))
     config = {"experiment": f"paper_{args.figure}", "figure": args.figure, "title": title,
-              "iterations": iterations, "seeds": seeds, "quick": args.quick,
-              "failed": {f"{label} (seed {seed})": error for seed in seeds
-                         for label, error in refused[seed].items()},
+              "iterations": iterations, "seeds": seeds, "quick": args.quick, "failed": failed,
               "wall_seconds": time.perf_counter() - started}
-    saved = record(results, config, specs)
+    saved = record(results, config, [a.spec for a in chosen])
     attach_devices(saved, devices)
     prefix = Path(args.out) if args.out else run_directory(f"paper_{args.figure}") / \
         f"paper_{args.figure}"
